@@ -1,0 +1,101 @@
+"""The Makefile's entry points: help, the GPU training recipe, and its failure without Docker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from deploy_support import REPO_ROOT
+
+MAKEFILE = REPO_ROOT / "Makefile"
+
+
+def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO_ROOT), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def docker_engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def declared_targets() -> list[str]:
+    """Every target a user may type: the names in .PHONY."""
+    text = MAKEFILE.read_text().replace("\\\n", " ")
+    (phony,) = re.findall(r"^\.PHONY:(.*)$", text, re.MULTILINE)
+    return phony.split()
+
+
+def test_help_lists_every_target_with_its_description():
+    result = make("help")
+    assert result.returncode == 0, result.stderr
+    listed = {}
+    for line in result.stdout.splitlines():
+        # Strip the colour codes, keep "name  description".
+        name, _, description = re.sub(r"\x1b\[[0-9;]*m", "", line).strip().partition(" ")
+        listed[name] = description.strip()
+    required = {"help", "setup", "test", "test-fast", "lint", "demo", "train", "train-gpu",
+                "serve", "serve-local", "stop", "score", "evaluate", "k8s-render", "k8s-check",
+                "clean"}  # fmt: skip
+    assert required <= set(declared_targets())
+    for target in declared_targets():
+        assert listed.get(target), f"`make help` does not describe {target}"
+
+
+def test_train_gpu_builds_and_runs_the_cuda_image_with_the_repository_mounted(tmp_path):
+    repo = tmp_path / "repo"
+    result = make("-n", "train-gpu", f"MODEL_REPO={repo}", "EPOCHS=3", "MODEL=cnn",
+                  "TRAIN_ARGS=--seed 7 --min-accuracy 0.99")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # One line per command, continuations joined, whitespace collapsed.
+    commands = re.sub(r"[ \t]+", " ", result.stdout.replace("\\\n", " "))
+    build = next(line for line in commands.splitlines() if line.startswith("docker build"))
+    assert "-f Dockerfile.gpu" in build
+    run = next(line for line in commands.splitlines() if line.startswith("docker run"))
+    assert "--gpus all" in run
+    assert f'-v "{repo}:/models"' in run
+    # The trainer CLI's flags pass through, pointing at the mounted repository.
+    for flag in ("train --dataset mnist", "--model cnn", "--epochs 3", "--model-repo /models",
+                 "--model-name mnist", "--seed 7 --min-accuracy 0.99"):  # fmt: skip
+        assert flag in run, flag
+    # Built image and run image are the same tag.
+    tag = re.search(r"-t (\S+)", build).group(1)
+    assert f" {tag} train " in run
+
+
+@pytest.mark.skipif(docker_engine_answers(), reason="a Docker engine answers here")
+def test_train_gpu_without_docker_stops_at_once_with_one_line():
+    started = time.monotonic()
+    result = make("train-gpu")
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0
+    # Nothing was built or run: only our explanation, then make's own "Error 1" line.
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    assert len(lines) == 1, result.stderr
+    assert "no Docker engine" in lines[0] and "make train" in lines[0]
+    assert "docker build" not in result.stdout
+
+
+@pytest.mark.skipif(docker_engine_answers(), reason="a Docker engine answers here")
+def test_serve_without_docker_points_at_the_local_server():
+    result = make("serve")
+    assert result.returncode != 0
+    assert "serve-local" in result.stderr
+
+
+def test_k8s_render_writes_one_file_per_overlay(tmp_path):
+    # The venv exists already; never let a test reinstall it.
+    result = make("--assume-old=.venv/.installed", "k8s-render", f"RENDER_DIR={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    written = result.stdout.split()
+    assert written == [f"{tmp_path}/cpu.yaml", f"{tmp_path}/gpu.yaml"]
+    for path in written:
+        assert "kind: Deployment" in Path(path).read_text()
