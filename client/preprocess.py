@@ -1,0 +1,361 @@
+"""Turn image files into the uint8 pixels a model's `serving_default` signature takes.
+
+`load_image` decodes any common format and mode into `[height, width, channels]` uint8, and
+optionally applies the classic MNIST normalization so that scans and photos of dark ink on
+light paper, at any size and position, look like the digits the model was trained on.
+`list_images` lists the files of a folder that `score` and `evaluate` must account for.
+
+Every failure to read or decode a file raises `ImageError` (a `ValueError`) whose message is one
+short line meant for a report row: "empty file", "truncated image", ...
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+PREPROCESS_MODES = ("auto", "mnist", "none")
+
+# Pixel limit checked from the header, before any pixel is decoded: 40 megapixels is a
+# 7700x5200 photo, far more than a classifier of small images needs, and decodes into at most
+# 160 MB of RGBA. Override with TFS_MAX_IMAGE_PIXELS or the `max_pixels` argument.
+MAX_PIXELS_ENV = "TFS_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# Operating-system droppings that are never images (hidden files are skipped anyway).
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+
+# MNIST digits were scaled so that their longer side is 20 px in a 28 px field (LeCun et al.).
+_MNIST_BOX_RATIO = 20 / 28
+# Ink below this fraction of the strongest ink is paper texture or JPEG noise: it neither
+# extends the bounding box nor survives into the output.
+_INK_THRESHOLD = 0.25
+_NOISE_FLOOR = 0.12
+
+
+class ImageError(ValueError):
+    """A file that cannot be turned into model input; the message is a one-line reason."""
+
+
+def default_max_pixels() -> int:
+    """The pixel limit from TFS_MAX_IMAGE_PIXELS, or DEFAULT_MAX_PIXELS."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive integer, not {value!r}") from None
+    if limit <= 0:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive integer, not {value!r}")
+    return limit
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every file under `folder` that scoring must account for, sorted by relative path.
+
+    Recursive. Included: every regular file (or symlink to one), whatever its extension, so a
+    misnamed or corrupt file gets an error row instead of vanishing. Excluded: hidden files and
+    anything under hidden folders (names starting with "."), and Windows' Thumbs.db and
+    desktop.ini. Symlinked folders are not followed (no loops). The order is the sorted POSIX
+    relative path, the same on every machine, so shards and resumed runs line up.
+    Raises ValueError when `folder`, or a folder below it, cannot be listed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"not a folder: {folder}")
+    found: list[tuple[str, Path]] = []
+
+    def unreadable(error: OSError) -> None:
+        # os.walk skips folders it cannot list; that would drop their files without a word.
+        raise ValueError(f"cannot list {error.filename}: {error.strerror or error}")
+
+    for directory, subdirectories, names in os.walk(folder, onerror=unreadable):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in names:
+            if name.startswith(".") or name.lower() in _IGNORED_NAMES:
+                continue
+            path = Path(directory, name)
+            if path.is_file():
+                found.append((path.relative_to(folder).as_posix(), path))
+    found.sort(key=lambda item: item[0])
+    return [path for _, path in found]
+
+
+def load_image(
+    source: Path | bytes,
+    *,
+    height: int,
+    width: int,
+    channels: int,
+    mode: str = "auto",
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Decode one image into uint8 `[height, width, channels]` for the model.
+
+    source: a path or the encoded bytes (PNG, JPEG, BMP, GIF, TIFF, WebP, ...; first frame).
+    height, width, channels: the model's input shape (channels 1 = grayscale, 3 = RGB).
+    mode: "none" resizes to height x width; "mnist" applies the MNIST normalization (light
+        background inverted to light-on-dark, cropped to the ink, longer side scaled to 20/28
+        of the field, centred on the centre of mass); "auto" uses "mnist" for single-channel
+        models unless the image already is height x width light-on-dark, and "none" for colour
+        models, whose training data is not MNIST-like.
+    max_pixels: reject images whose header declares more pixels (default: TFS_MAX_IMAGE_PIXELS
+        or 40,000,000).
+
+    Raises ImageError with a one-line reason for unreadable, corrupt or oversized files, and
+    ValueError for arguments that make no sense (unknown mode, channels other than 1 or 3).
+    """
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(
+            f"unknown preprocess mode {mode!r} (choose from {', '.join(PREPROCESS_MODES)})"
+        )
+    if channels not in (1, 3):
+        raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"model input size must be positive, not {height}x{width}")
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    if limit <= 0:
+        raise ValueError(f"max_pixels must be positive, not {limit}")
+
+    image = _decode(source, limit)
+    if mode == "auto":
+        mode = "mnist" if channels == 1 and not _is_model_ready(image, height, width) else "none"
+    if mode == "none":
+        pixels = _resize(image.convert("L" if channels == 1 else "RGB"), height, width)
+    else:
+        pixels = mnist_normalize(np.asarray(image.convert("L")), height=height, width=width)
+        if channels == 3:
+            pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def _decode(source: Path | bytes, max_pixels: int):
+    """Decode the first frame into an 8-bit "L" or "RGB" PIL image, upright, alpha flattened."""
+    from PIL import Image
+
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or 0) and Image.MAX_IMAGE_PIXELS is not None:
+        # Pillow's own bomb limit is a process-wide backstop; keep it above ours so that the
+        # limit a user configured is the one that applies.
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    # A file is read through its handle, not slurped: Pillow reads the header first, and a huge
+    # file is refused before its data is read.
+    with _open(source) as stream:
+        return _decode_stream(stream, max_pixels)
+
+
+def _decode_stream(stream: BinaryIO, max_pixels: int):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        image = Image.open(stream)
+    except UnidentifiedImageError:
+        raise ImageError("not an image (cannot identify image file)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"image too large: {_bomb_pixels(error)} (limit {max_pixels})") from None
+    except Exception as error:
+        raise _corrupt(error, "image") from None
+
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels})")
+    if width == 0 or height == 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    try:
+        image.seek(0)
+        image.load()
+        image = _upright(image, ImageOps)
+        return _to_8bit(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"image too large: {_bomb_pixels(error)} (limit {max_pixels})") from None
+    except ImageError:
+        raise
+    except Exception as error:
+        raise _corrupt(error, image.format or "image") from None
+
+
+def _upright(image, image_ops):
+    """Apply the EXIF orientation; broken EXIF data must not cost a decodable image."""
+    try:
+        return image_ops.exif_transpose(image) or image
+    except Exception:
+        return image
+
+
+def _open(source: Path | bytes) -> BinaryIO:
+    if isinstance(source, bytes | bytearray | memoryview):
+        if not len(source):
+            raise ImageError("empty file")
+        return io.BytesIO(source)
+    path = Path(source)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not a file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as error:
+        raise ImageError(f"cannot read file ({error.strerror or error})") from None
+    if os.fstat(stream.fileno()).st_size == 0:
+        stream.close()
+        raise ImageError("empty file")
+    return stream
+
+
+def _to_8bit(image):
+    """Any Pillow mode to "L" or "RGB" uint8; transparency is flattened onto white paper."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode.startswith("I") or mode == "F":
+        image = Image.fromarray(_scale_to_8bit(np.asarray(image), mode), "L")
+    elif mode not in ("L", "LA", "RGB", "RGBA", "RGBa"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+
+    if image.mode in ("RGBA", "RGBa", "LA"):
+        if image.mode == "RGBa":
+            image = image.convert("RGBA")
+        color_mode = "L" if image.mode == "LA" else "RGB"
+        paper = Image.new(color_mode, image.size, "white")
+        paper.paste(image.convert(color_mode), mask=image.getchannel("A"))
+        image = paper
+    return image
+
+
+def _scale_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """16- and 32-bit integer or float pixels to 0..255, keeping their absolute brightness."""
+    values = values.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+    elif mode.startswith("I;16") or values.max(initial=0) > 255:
+        top = 65535.0
+    else:
+        top = 255.0
+    return np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _resize(image, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.size != (width, height):
+        # Pillow filters over the whole source area when shrinking, so large scans keep thin
+        # strokes instead of aliasing them away.
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(image)
+
+
+def _is_model_ready(image, height: int, width: int) -> bool:
+    """True for an image that already is height x width and light ink on a dark background."""
+    if image.size != (width, height):
+        return False
+    return _border_level(np.asarray(image.convert("L"))) < 128
+
+
+def _border_level(pixels: np.ndarray) -> float:
+    """The paper's brightness: the median of a thin frame around the image."""
+    rows, columns = pixels.shape
+    band = max(1, min(rows, columns) // 50)
+    frame = np.concatenate(
+        [
+            pixels[:band].ravel(),
+            pixels[-band:].ravel(),
+            pixels[:, :band].ravel(),
+            pixels[:, -band:].ravel(),
+        ]
+    )
+    return float(np.median(frame))
+
+
+def mnist_normalize(gray: np.ndarray, *, height: int = 28, width: int = 28) -> np.ndarray:
+    """The MNIST preparation of one grayscale image (2-D uint8), as uint8 `[height, width]`.
+
+    Light paper is detected from the image's border and inverted, so ink is light on dark;
+    the paper level is subtracted and the strongest ink stretched to 255; faint specks are
+    dropped; the ink's bounding box is scaled (aspect kept) so that its longer side fills 20/28
+    of the field; and it is pasted so that its centre of mass lands on the field's centre.
+    A blank image comes back all zeros.
+    """
+    from PIL import Image
+
+    pixels = np.asarray(gray, dtype=np.float32)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale array, got shape {pixels.shape}")
+    paper = _border_level(pixels)
+    if paper >= 128:
+        pixels = 255.0 - pixels
+        paper = 255.0 - paper
+    ink = np.clip(pixels - paper, 0, None)
+    strongest = float(ink.max(initial=0))
+    field = np.zeros((height, width), dtype=np.float32)
+    if strongest < 16:  # nothing but paper
+        return field.astype(np.uint8)
+    ink *= 255.0 / strongest
+    ink[ink < _NOISE_FLOOR * 255] = 0
+
+    rows = np.flatnonzero((ink >= _INK_THRESHOLD * 255).any(axis=1))
+    columns = np.flatnonzero((ink >= _INK_THRESHOLD * 255).any(axis=0))
+    ink = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+    box_height = max(1, round(height * _MNIST_BOX_RATIO))
+    box_width = max(1, round(width * _MNIST_BOX_RATIO))
+    scale = min(box_height / ink.shape[0], box_width / ink.shape[1])
+    new_height = max(1, min(height, round(ink.shape[0] * scale)))
+    new_width = max(1, min(width, round(ink.shape[1] * scale)))
+    digit = Image.fromarray(ink, "F").resize((new_width, new_height), Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(digit), 0, 255)
+
+    total = float(digit.sum())
+    if total <= 0:
+        return field.astype(np.uint8)
+    row_grid, column_grid = np.indices(digit.shape)
+    center_row = float((digit * row_grid).sum()) / total
+    center_column = float((digit * column_grid).sum()) / total
+    # MNIST's centres of mass sit at pixel index 14.0 of 28 (measured on the test set), i.e. at
+    # half the field size in index coordinates.
+    top = round(height / 2 - center_row)
+    left = round(width / 2 - center_column)
+    _paste(field, digit, top, left)
+    return np.rint(field).astype(np.uint8)
+
+
+def _paste(field: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
+    """Copy `patch` into `field` at (top, left), clipping whatever falls outside."""
+    field_top, field_left = max(0, top), max(0, left)
+    field_bottom = min(field.shape[0], top + patch.shape[0])
+    field_right = min(field.shape[1], left + patch.shape[1])
+    if field_bottom <= field_top or field_right <= field_left:
+        return
+    field[field_top:field_bottom, field_left:field_right] = patch[
+        field_top - top : field_bottom - top, field_left - left : field_right - left
+    ]
+
+
+def _corrupt(error: Exception, what: str) -> ImageError:
+    if isinstance(error, EOFError) or "truncated" in str(error).lower():
+        return ImageError("truncated image")
+    return ImageError(f"corrupt {what} ({_short(error)})")
+
+
+def _bomb_pixels(error: Exception) -> str:
+    match = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{match.group(1)} pixels" if match else "over Pillow's decompression-bomb limit"
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
