@@ -1,0 +1,232 @@
+"""gRPC adapter: tensorflow.serving.PredictionService and ModelService over the core.
+
+Requests accept packed `tensor_content` and typed `*_val` fields; replies pack numeric
+tensors into `tensor_content` and strings into `string_val`. Message size limits are lifted,
+as TF Serving does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving.config import ConfigError, model_configs_from_proto
+from serving.dataplane import DataPlane, RequestSpec, serialize_examples
+from serving.errors import Code, ServingError, invalid_argument
+from serving.logs import log
+from serving.metrics import Metrics
+
+STATE_ENUM = {"START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
+
+
+def request_spec(model_spec) -> RequestSpec:
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    label = model_spec.version_label or None
+    return RequestSpec(model_spec.name, version, label, model_spec.signature_name)
+
+
+def to_array(name: str, tensor) -> np.ndarray:
+    try:
+        return tf.make_ndarray(tensor)
+    except (TypeError, ValueError, tf.errors.OpError):
+        raise invalid_argument(f"tensor parsing error: {name}") from None
+
+
+def to_tensor(array: np.ndarray):
+    return tf.make_tensor_proto(array)
+
+
+def fill_model_spec(target, name: str, version: int, signature_name: str | None) -> None:
+    target.name = name
+    target.version.value = version
+    if signature_name is not None:
+        target.signature_name = signature_name
+
+
+def _handled(api: str):
+    """Map ServingError to the gRPC status and record the request in the metrics."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, request, context):
+            started = time.perf_counter()
+            model = request.model_spec.name if hasattr(request, "model_spec") else ""
+            version, status = None, "OK"
+            try:
+                response = method(self, request, context)
+                spec = getattr(response, "model_spec", None)
+                if spec is not None and spec.HasField("version"):
+                    version = spec.version.value
+                return response
+            except ServingError as error:
+                status = error.code.name
+                context.abort(grpc.StatusCode[error.code.name], error.message)
+            finally:
+                if model:
+                    self.metrics.request(
+                        model, version, api, "GRPC", status, time.perf_counter() - started
+                    )
+
+        return wrapper
+
+    return decorate
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+        self.dataplane, self.metrics = dataplane, metrics
+
+    @_handled("Predict")
+    def Predict(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        inputs = {name: to_array(name, tensor) for name, tensor in request.inputs.items()}
+        started = time.perf_counter()
+        result = self.dataplane.predict(
+            request_spec(request.model_spec), inputs, list(request.output_filter)
+        )
+        self.metrics.runtime(result.name, "Predict", time.perf_counter() - started)
+        response = predict_pb2.PredictResponse()
+        fill_model_spec(response.model_spec, result.name, result.version, result.signature_name)
+        for name, array in result.outputs.items():
+            response.outputs[name].CopyFrom(to_tensor(array))
+        return response
+
+    @_handled("GetModelMetadata")
+    def GetModelMetadata(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        if not request.metadata_field:
+            raise invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field"
+            )
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        name, version, signature_defs = self.dataplane.metadata(request_spec(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        fill_model_spec(response.model_spec, name, version, None)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(signature_def)
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+    @_handled("Classify")
+    def Classify(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        result = self.dataplane.classify(
+            request_spec(request.model_spec), serialize_examples(request.input)
+        )
+        response = classification_pb2.ClassificationResponse()
+        fill_model_spec(response.model_spec, result.name, result.version, result.signature_name)
+        for row in result.classifications:
+            classifications = response.result.classifications.add()
+            for label, score in row:
+                classifications.classes.add(label=label, score=score)
+        return response
+
+    @_handled("Regress")
+    def Regress(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        result = self.dataplane.regress(
+            request_spec(request.model_spec), serialize_examples(request.input)
+        )
+        response = regression_pb2.RegressionResponse()
+        fill_model_spec(response.model_spec, result.name, result.version, result.signature_name)
+        for value in result.values:
+            response.result.regressions.add(value=value)
+        return response
+
+    def MultiInference(self, request, context):
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported by the local server"
+        )
+
+
+def status_response(records) -> get_model_status_pb2.GetModelStatusResponse:
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for record in records:
+        entry = response.model_version_status.add()
+        entry.version = record.version
+        entry.state = STATE_ENUM[record.state]
+        entry.status.SetInParent()
+        if record.error is not None:
+            entry.status.error_code = int(record.error.code)
+            entry.status.error_message = record.error.message
+    return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+        self.dataplane, self.metrics = dataplane, metrics
+
+    @_handled("GetModelStatus")
+    def GetModelStatus(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        return status_response(self.dataplane.status(request_spec(request.model_spec)))
+
+    def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise invalid_argument(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                    "ModelConfigList is currently supported"
+                )
+            try:
+                models = model_configs_from_proto(request.config)
+            except ConfigError as error:
+                raise invalid_argument(str(error)) from None
+            self.dataplane.reload_config(models)
+        except ServingError as error:
+            log("config_reload_failed", level="error", source="HandleReloadConfigRequest",
+                code=error.code.name, error=error.message)  # fmt: skip
+            response.status.error_code = int(error.code)
+            response.status.error_message = error.message
+            context.abort(grpc.StatusCode[error.code.name], error.message)
+        response.status.error_code = int(Code.OK)
+        return response
+
+
+def build_server(dataplane: DataPlane, metrics: Metrics, port: int, max_threads: int):
+    """A started-ready grpc.Server bound to 0.0.0.0:port; raises OSError if it cannot bind."""
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(dataplane, metrics), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(dataplane, metrics), server
+    )
+    try:
+        bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on port {port} (in use?)")
+    return server

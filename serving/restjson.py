@@ -1,0 +1,507 @@
+"""JSON <-> tensors for the REST API, with the rules and messages of TF Serving's json_tensor.cc.
+
+Requests: `{"signature_name": ..., "instances": [...]}` (row format: one entry per batch item,
+objects for several named inputs) or `{"inputs": ...}` (columnar: one value, or an object of
+named values). String tensors take `{"b64": "..."}` for binary data. Responses mirror the
+request: `{"predictions": [...]}` or `{"outputs": ...}`; string outputs whose name ends in
+`_bytes` come back as `{"b64": ...}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+import numpy as np
+import orjson
+
+from serving.errors import invalid_argument
+from serving.servable import TensorSpec, dtype_name
+
+ROW, COLUMNAR = "row", "columnar"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_MAX = float(np.finfo(np.float32).max)
+
+
+# ---- helpers that reproduce TF Serving's wording -----------------------------------------------
+
+
+def json_type(value) -> str:
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def json_text(value) -> str:
+    """A JSON value as TF Serving prints it in messages (rapidjson's pretty writer)."""
+    return json.dumps(value, indent=4, ensure_ascii=False, allow_nan=True)
+
+
+def _type_error(value, spec_dtype: int):
+    return invalid_argument(
+        f"JSON Value: {json_text(value)} Type: {json_type(value)} is not of expected type: "
+        f"{dtype_name(spec_dtype)}"
+    )
+
+
+def _format_error(value, text: str):
+    return invalid_argument(f"JSON Value: {json_text(value)} {text}")
+
+
+def _status_text(error) -> str:
+    return f"{error.code.name}: {error.message}"
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+
+def parse_body(body: bytes) -> dict:
+    if not body.strip():
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # the json module accepts NaN and Infinity, as TF Serving's parser does
+            document = json.loads(body)
+        except json.JSONDecodeError as error:
+            raise invalid_argument(
+                f"JSON Parse error: {error.msg} at offset: {error.pos}"
+            ) from None
+        except UnicodeDecodeError as error:
+            raise invalid_argument(
+                f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
+            ) from None
+    if not isinstance(document, dict):
+        raise _format_error(document, "Is not object")
+    return document
+
+
+def signature_name(document: dict) -> str:
+    name = document.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(
+            f"JSON Value: {json_text(document)} not formatted correctly. 'signature_name' key "
+            "must be a string value."
+        )
+    return name
+
+
+def _is_b64(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _decode_b64(value) -> bytes:
+    if not _is_b64(value):
+        raise invalid_argument(
+            f"JSON Value: {json_text(value)} not formatted correctly for base64 data"
+        )
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        try:  # TF Serving (absl) also accepts web-safe and unpadded base64
+            text = value["b64"].replace("-", "+").replace("_", "/")
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_argument("Unable to base64 decode") from None
+
+
+def _dense_shape(value) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _convert_scalar(value, spec: TensorSpec):
+    """One JSON scalar to a Python value of the spec's dtype (TF Serving's AddValueToTensor)."""
+    kind = spec.dtype.kind
+    if spec.dtype == object:
+        if isinstance(value, dict):
+            return _decode_b64(value)
+        if not isinstance(value, str):
+            raise _type_error(value, spec.dtype_enum)
+        return value.encode("utf-8")
+    if isinstance(value, dict):
+        raise _type_error(value, spec.dtype_enum)
+    if kind == "b":
+        if not isinstance(value, bool):
+            raise _type_error(value, spec.dtype_enum)
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(value, spec.dtype_enum)
+    if kind == "f":
+        if spec.dtype == np.float32 and math.isfinite(value):
+            lossy = (abs(value) > 2**24 - 1) if isinstance(value, int) else abs(value) > FLOAT_MAX
+            if lossy:
+                raise invalid_argument(
+                    f"Cannot convert JSON value: {json_text(value)} to float without loss of "
+                    "precision."
+                )
+        return float(value)
+    if not isinstance(value, int):
+        raise _type_error(value, spec.dtype_enum)
+    low, high = _int_range(spec)
+    if not low <= value <= high:
+        raise _type_error(value, spec.dtype_enum)
+    return value
+
+
+def _int_range(spec: TensorSpec) -> tuple[int, int]:
+    name = spec.dtype.name
+    if name == "int64":
+        return INT64_MIN, INT64_MAX
+    if name == "uint32":
+        return 0, 2**32 - 1
+    if name == "uint64":
+        return 0, 2**64 - 1
+    return INT32_MIN, INT32_MAX  # int32, int16, int8, uint8 are read as JSON int32
+
+
+def _fill(value, level: int, shape: list[int], spec: TensorSpec, out: list) -> None:
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(
+                f"JSON Value: {json_text(value)} found at incorrect level: {level + 1} in the "
+                f"JSON DOM. Expected at level: {rank}"
+            )
+        out.append(_convert_scalar(value, spec))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} expected "
+            f"size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, spec, out)
+
+
+_FAST_TYPES = {"i": {int}, "u": {int}, "f": {int, float}, "b": {bool}, "O": {str}}
+
+
+def decode_tensor(value, spec: TensorSpec) -> np.ndarray:
+    """A (nested) JSON value to an array of the spec's dtype, or TF Serving's error."""
+    shape = _dense_shape(value)
+    # Fast path: a regular nested list of the right scalar types.
+    try:
+        objects = np.array(value, dtype=object)
+    except ValueError:
+        objects = None
+    if objects is not None and list(objects.shape) == shape:
+        flat = objects.ravel()
+        types = set(map(type, flat))
+        if types <= _FAST_TYPES[spec.dtype.kind]:
+            if spec.dtype == object:
+                return np.array([s.encode("utf-8") for s in flat], dtype=object).reshape(shape)
+            if spec.dtype.kind in "iu":
+                low, high = _int_range(spec)
+                # Out-of-range values fall through to the slow path, which names them.
+                if not flat.size or (low <= min(flat) and max(flat) <= high):
+                    wide = np.int64 if spec.dtype.kind == "i" else np.uint64
+                    return np.array(flat.tolist(), dtype=wide).astype(spec.dtype).reshape(shape)
+            elif spec.dtype.kind == "f":
+                numbers = np.array(flat.tolist(), dtype=np.float64)
+                if spec.dtype != np.float32 or _lossless_float32(flat, numbers):
+                    return numbers.astype(spec.dtype).reshape(shape)
+            else:
+                return np.array(flat.tolist(), dtype=spec.dtype).reshape(shape)
+    values: list = []
+    _fill(value, 0, shape, spec, values)
+    return np.array(values, dtype=spec.dtype).reshape(shape)
+
+
+def _lossless_float32(flat: np.ndarray, numbers: np.ndarray) -> bool:
+    finite = np.isfinite(numbers)
+    if np.any(np.abs(numbers[finite]) > FLOAT_MAX):
+        return False
+    integers = [v for v in flat if type(v) is int]
+    return all(abs(v) <= 2**24 - 1 for v in integers)
+
+
+def decode_predict(document: dict, specs: dict[str, TensorSpec]) -> tuple[dict, str]:
+    """Inputs of a predict request body and its format (ROW or COLUMNAR)."""
+    if not specs:
+        raise invalid_argument("Failed to get input map for signature: DEFAULT")
+    has_instances, has_inputs = "instances" in document, "inputs" in document
+    if has_instances and has_inputs:
+        raise _format_error(
+            document,
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        )
+    if has_instances:
+        return _decode_instances(document, specs), ROW
+    if has_inputs:
+        return _decode_inputs(document["inputs"], specs), COLUMNAR
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
+    instances = document["instances"]
+    if not isinstance(instances, list):
+        raise _format_error(document, "Excepting 'instances' to be an list/array")
+    if not instances:
+        raise _format_error(document, "No values in 'instances' array")
+
+    def is_object(value) -> bool:
+        return isinstance(value, dict) and not _is_b64(value)
+
+    if not isinstance(instances[0], dict) and len(specs) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
+        )
+    if not is_object(instances[0]):
+        ((name, spec),) = specs.items()
+        # Fast path: the whole list is one regular tensor with the batch as 0th dimension.
+        try:
+            return {name: _decode_regular(instances, spec)}
+        except _Irregular:
+            pass
+    columns: dict[str, list] = {name: [] for name in specs}
+    shapes: dict[str, list[int]] = {}
+    for index, element in enumerate(instances):
+        if is_object(instances[0]):
+            if not is_object(element):
+                raise invalid_argument(
+                    f"Expecting object but got list at item {index} of input list"
+                )
+            for name, value in element.items():
+                try:
+                    _add_instance_item(value, name, specs, columns, shapes)
+                except Exception as error:
+                    if not hasattr(error, "code"):
+                        raise
+                    raise invalid_argument(
+                        f"Failed to process element: {index} key: {name} of 'instances' list. "
+                        f"Error: {_status_text(error)}"
+                    ) from None
+            if set(element) != set(specs):
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{json_text(element)} must only have keys: {','.join(sorted(specs))}"
+                )
+        else:
+            if is_object(element):
+                raise invalid_argument(
+                    f"Expecting value/list but got object at item {index} of input list"
+                )
+            name = next(iter(specs))
+            try:
+                _add_instance_item(element, name, specs, columns, shapes)
+            except Exception as error:
+                if not hasattr(error, "code"):
+                    raise
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. Error: "
+                    f"{_status_text(error)}"
+                ) from None
+    return {name: np.stack(items) for name, items in columns.items() if items}
+
+
+class _Irregular(Exception):
+    pass
+
+
+def _decode_regular(value, spec: TensorSpec) -> np.ndarray:
+    try:
+        array = decode_tensor(value, spec)
+    except Exception as error:
+        raise _Irregular from error
+    return array
+
+
+def _add_instance_item(value, name, specs, columns, shapes) -> None:
+    if name not in specs:
+        raise invalid_argument(f"JSON object: does not have named input: {name}")
+    array = decode_tensor(value, specs[name])
+    shape = list(array.shape)
+    if name not in shapes:
+        shapes[name] = shape
+    elif int(np.prod(shapes[name])) != array.size:
+        raise invalid_argument(
+            f"Expecting tensor size: {int(np.prod(shapes[name]))} but got: {array.size}"
+        )
+    elif shapes[name] != shape:
+        raise invalid_argument(
+            f"Expecting shape [{','.join(map(str, shapes[name]))}] but got: "
+            f"[{','.join(map(str, shape))}]"
+        )
+    columns[name].append(array)
+
+
+def _decode_inputs(value, specs: dict[str, TensorSpec]) -> dict:
+    if not isinstance(value, dict) or _is_b64(value):
+        if len(specs) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
+        ((name, spec),) = specs.items()
+        return {name: decode_tensor(value, spec)}
+    tensors = {}
+    for name, spec in specs.items():
+        if name not in value:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        tensors[name] = decode_tensor(value[name], spec)
+    return tensors
+
+
+# ---- responses -----------------------------------------------------------------------------------
+
+
+def _jsonable(array: np.ndarray, as_bytes: bool):
+    """Something orjson can write: numeric arrays stay numpy, strings become str or b64."""
+    if array.dtype != object and array.dtype.kind not in "SU":
+        return np.ascontiguousarray(array)
+
+    def convert(item):
+        if isinstance(item, list):
+            return [convert(i) for i in item]
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        if as_bytes:
+            return {"b64": base64.b64encode(data).decode("ascii")}
+        return data.decode("utf-8", "replace")
+
+    return convert(array.tolist())
+
+
+def _dumps(value) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_predict(outputs: dict[str, np.ndarray], response_format: str) -> bytes:
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if response_format == COLUMNAR:
+        converted = {n: _jsonable(outputs[n], n.endswith("_bytes")) for n in names}
+        body = converted[names[0]] if len(names) == 1 else converted
+        return _dumps({"outputs": body})
+    batch = 0
+    for name in names:
+        array = outputs[name]
+        if array.ndim == 0:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if array.shape[0] < 1:
+            raise invalid_argument(f"Tensor name: {name} has invalid batch size: {array.shape[0]}")
+        if batch and array.shape[0] != batch:
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = array.shape[0]
+    converted = {n: _jsonable(outputs[n], n.endswith("_bytes")) for n in names}
+    if len(names) == 1:
+        return _dumps({"predictions": converted[names[0]]})
+    rows = [{n: converted[n][i] for n in names} for i in range(batch)]
+    return _dumps({"predictions": rows})
+
+
+def encode_classify(classifications: list[list[tuple[str, float]]]) -> bytes:
+    if not classifications:
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    results = [[[label, np.float32(score)] for label, score in row] for row in classifications]
+    return _dumps({"results": results})
+
+
+def encode_regress(values: list[float]) -> bytes:
+    if not values:
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
+    return _dumps({"results": np.array(values, dtype=np.float32)})
+
+
+# ---- classify / regress requests ---------------------------------------------------------------
+
+
+def decode_examples(document: dict) -> list[bytes]:
+    """Serialized tf.Examples of a classify/regress body (`context` merged into each)."""
+    from tensorflow.core.example import example_pb2
+
+    context = None
+    if "context" in document:
+        context = _example_from_json(document["context"], example_pb2)
+    if "examples" not in document:
+        raise _format_error(
+            document, "When method is classify, key 'examples' is expected and was not found"
+        )
+    examples = document["examples"]
+    if not isinstance(examples, list):
+        raise _format_error(document, "Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _format_error(document, "'examples' value is an empty array")
+    serialized = []
+    for item in examples:
+        example = _example_from_json(item, example_pb2)
+        if context is not None:
+            merged = example_pb2.Example()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)
+            example = merged
+        serialized.append(example.SerializeToString())
+    return serialized
+
+
+def _example_from_json(value, example_pb2):
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
+    example = example_pb2.Example()
+    for name, content in value.items():
+        feature = example.features.feature[name]
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(item, name, feature)
+    return example
+
+
+def _add_feature_value(value, name: str, feature) -> None:
+    kind = feature.WhichOneof("kind")
+
+    def require(expected: str) -> None:
+        if kind is not None and kind != expected:
+            readable = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+            raise invalid_argument(
+                f"Unexpected element type in feature: {name} expecting type: {readable[kind]}"
+            )
+
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
+        raise invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {json_type(value)}"
+        )
+    if isinstance(value, bool):
+        require("int64_list")
+        feature.int64_list.value.append(int(value))
+    elif isinstance(value, dict):
+        require("bytes_list")
+        feature.bytes_list.value.append(_decode_b64(value))
+    elif isinstance(value, str):
+        require("bytes_list")
+        feature.bytes_list.value.append(value.encode("utf-8"))
+    elif isinstance(value, float):
+        require("float_list")
+        if math.isfinite(value) and abs(value) > FLOAT_MAX:
+            raise invalid_argument(
+                f"Cannot convert JSON value: {json_text(value)} to float without loss of precision."
+            )
+        feature.float_list.value.append(value)
+    else:
+        require("int64_list")
+        if value > INT64_MAX:
+            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        feature.int64_list.value.append(value)

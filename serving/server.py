@@ -1,0 +1,203 @@
+"""Wiring: model manager + data plane under the gRPC and REST adapters; clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from serving.cli import Options
+from serving.config import (
+    ConfigError,
+    ModelConfig,
+    read_batching_parameters_file,
+    read_model_config_file,
+    read_monitoring_config_file,
+)
+from serving.errors import ServingError
+from serving.logs import log
+
+SHUTDOWN_GRACE_SECONDS = 30
+
+
+def run(options: Options) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _run(options)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(options: Options) -> int:
+    from serving.batching import Batcher
+    from serving.manager import ConfigFileWatcher, ModelManager
+    from serving.metrics import Metrics
+
+    watcher = None
+    if options.model_config_file:
+        models = read_model_config_file(options.model_config_file)
+    else:
+        models = [ModelConfig(options.model_name, options.model_base_path)]
+    prometheus_path = None
+    if options.monitoring_config_file:
+        prometheus_path = read_monitoring_config_file(options.monitoring_config_file)
+    batching = None
+    if options.enable_batching:
+        batching = read_batching_parameters_file(
+            options.batching_parameters_file, default_threads=os.cpu_count() or 1
+        )
+    log(
+        "server_starting", grpc_port=options.port, rest_port=options.rest_api_port,
+        models=",".join(f"{m.name}:{m.base_path}:{m.policy.describe()}" for m in models),
+        batching=batching is not None, warmup=options.enable_model_warmup,
+        prometheus=prometheus_path or "-",
+    )  # fmt: skip
+
+    # Heavy imports only now that the command line is known to be good.
+    import tensorflow as tf  # noqa: F401  (load TensorFlow before the first model load)
+
+    from serving import grpc_service
+    from serving.dataplane import DataPlane
+    from serving.servable import LoadedVersion
+
+    metrics = Metrics()
+    batcher = Batcher(batching) if batching else None
+
+    def load(name: str, version: int, path: Path) -> LoadedVersion:
+        log("version_loading", model=name, version=version, path=path)
+        try:
+            servable = LoadedVersion(name, version, path)
+        except Exception:
+            metrics.load_attempt(str(path), "fail")
+            raise
+        metrics.load_attempt(str(path), "success")
+        return servable
+
+    dataplane_holder: list = []
+
+    def warmup(servable) -> None:
+        dataplane_holder[0].warmup(servable)
+
+    manager = ModelManager(
+        models,
+        poll_seconds=options.file_system_poll_wait_seconds,
+        loader=load,
+        warmup=warmup if options.enable_model_warmup else None,
+        on_state=metrics.state,
+        allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
+    )
+    dataplane = DataPlane(manager, batcher)
+    dataplane_holder.append(dataplane)
+
+    stop = threading.Event()
+
+    def on_signal(number, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        manager.start(wait=True)
+    except ServingError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    if options.model_config_file:
+        watcher = ConfigFileWatcher(
+            options.model_config_file,
+            options.model_config_file_poll_wait_seconds,
+            manager,
+            read_model_config_file,
+        )
+        watcher.start()
+
+    try:
+        grpc_server = grpc_service.build_server(
+            dataplane, metrics, options.port, options.grpc_max_threads
+        )
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        manager.stop()
+        return 1
+    grpc_server.start()
+    log("grpc_listening", address=f"0.0.0.0:{options.port}")
+
+    def stop_grpc() -> threading.Event:
+        return grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+
+    exit_code = 0
+    if options.rest_api_port:
+        exit_code = _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc)
+    else:
+        stop.wait()
+        log("shutdown_started", signal="SIGTERM/SIGINT")
+        stop_grpc().wait()
+
+    log("shutdown_draining")
+    stop_grpc().wait()
+    if batcher:
+        batcher.close()
+    if watcher:
+        watcher.stop()
+    manager.stop()
+    log("server_stopped", exit_code=exit_code)
+    return exit_code
+
+
+def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -> int:
+    import asyncio
+
+    import uvicorn
+
+    from serving.rest import RestApi
+
+    app = RestApi(
+        dataplane,
+        metrics,
+        num_threads=options.rest_api_num_threads,
+        timeout_ms=options.rest_api_timeout_in_ms,
+        prometheus_path=prometheus_path,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                log("shutdown_started", signal=signal.Signals(sig).name)
+                stop_grpc()  # gRPC stops accepting at the same moment as REST
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host="0.0.0.0",
+        port=options.rest_api_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        timeout_keep_alive=60,
+        server_header=False,
+    )
+    server = Server(config)
+
+    async def serve() -> None:
+        if stop.is_set():
+            return
+        task = asyncio.ensure_future(server.serve())
+        while not task.done():
+            await asyncio.sleep(0.2)
+        await task
+
+    started = time.monotonic()
+    asyncio.run(serve())
+    if not server.started and not stop.is_set():
+        print(
+            f"error: cannot listen for REST on port {options.rest_api_port} (in use?)",
+            file=sys.stderr,
+        )
+        return 1
+    log("rest_stopped", seconds=f"{time.monotonic() - started:.1f}")
+    return 0

@@ -1,0 +1,146 @@
+"""REST JSON <-> tensors, with TF Serving's json_tensor.cc rules and messages."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import orjson
+import pytest
+
+from serving import restjson
+from serving.errors import ServingError
+from serving.servable import TensorSpec
+
+IMAGES = TensorSpec("images", np.dtype(np.uint8), 4, (None, 2, 2))
+BYTES = TensorSpec("image_bytes", np.dtype(object), 7, (None,))
+FLOATS = TensorSpec("x", np.dtype(np.float32), 1, (None,))
+INT64 = TensorSpec("n", np.dtype(np.int64), 9, (None,))
+
+
+def decode(body: dict, specs: dict) -> tuple[dict, str]:
+    return restjson.decode_predict(restjson.parse_body(orjson.dumps(body)), specs)
+
+
+def test_row_and_columnar_decode_the_same_tensor():
+    images = [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]
+    row, row_format = decode({"instances": images}, {"images": IMAGES})
+    columnar, columnar_format = decode({"inputs": images}, {"images": IMAGES})
+    named, _ = decode({"instances": [{"images": i} for i in images]}, {"images": IMAGES})
+    assert (row_format, columnar_format) == (restjson.ROW, restjson.COLUMNAR)
+    for inputs in (row, columnar, named):
+        assert inputs["images"].dtype == np.uint8
+        np.testing.assert_array_equal(inputs["images"], np.array(images, dtype=np.uint8))
+
+
+def test_multiple_named_inputs():
+    specs = {"x": FLOATS, "n": INT64}
+    rows, _ = decode({"instances": [{"x": 1.5, "n": 2}, {"x": 2, "n": 3}]}, specs)
+    np.testing.assert_array_equal(rows["x"], np.array([1.5, 2], dtype=np.float32))
+    np.testing.assert_array_equal(rows["n"], np.array([2, 3]))
+    with pytest.raises(ServingError, match="instances is a plain list"):
+        decode({"instances": [1, 2]}, specs)
+    with pytest.raises(ServingError, match="must only have keys: n,x"):
+        decode({"instances": [{"x": 1.5}]}, specs)
+    with pytest.raises(ServingError, match="inputs is a plain value/list"):
+        decode({"inputs": [1]}, specs)
+
+
+def test_b64_strings():
+    encoded = [{"b64": base64.b64encode(b"\x89PNG").decode()}, {"b64": "aGk="}]
+    inputs, _ = decode({"instances": encoded}, {"image_bytes": BYTES})
+    assert inputs["image_bytes"].tolist() == [b"\x89PNG", b"hi"]
+    plain, _ = decode({"inputs": ["a", "b"]}, {"image_bytes": BYTES})
+    assert plain["image_bytes"].tolist() == [b"a", b"b"]
+    with pytest.raises(ServingError, match="Unable to base64 decode"):
+        decode({"inputs": [{"b64": "%%%"}]}, {"image_bytes": BYTES})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": [[[1, 2], [3, "x"]]]}, 'JSON Value: "x" Type: String is not of expected type'),
+        ({"inputs": [[[1, 2], [3, 4.5]]]}, "JSON Value: 4.5 Type: Number is not of expected"),
+        ({"inputs": [[[1, 2], [3, True]]]}, "Type: True is not of expected type: uint8"),
+        ({"inputs": [[[1, 2], [3]]]}, "Encountered list at unexpected size: 1 at level: 2"),
+        ({"inputs": [[[1, 2], [3, [4]]]]}, "Encountered list at unexpected level: 3 expected < 3"),
+        ({"inputs": [[[1, 2], [3, 4]], 5]}, "JSON Value: 5 found at incorrect level: 2 in the"),
+        ({"inputs": [[[1, 2], [3, 2**40]]]}, "is not of expected type: uint8"),
+        ({"instances": [[[1, 2]], [[1, 2], [3, 4]]]}, "Expecting tensor size: 2 but got: 4"),
+        ({"instances": [[[1, 2], [3, 4]], [[1, 2, 3, 4]]]}, r"Expecting shape \[2,2\] but got"),
+    ],
+)
+def test_decode_errors(body, message):
+    with pytest.raises(ServingError, match=message) as caught:
+        decode(body, {"images": IMAGES})
+    assert caught.value.http_status == 400
+
+
+def test_float_precision_rules():
+    inputs, _ = decode({"inputs": [1, 2.5, 16777215]}, {"x": FLOATS})
+    assert inputs["x"].dtype == np.float32
+    with pytest.raises(ServingError, match="without loss of precision"):
+        decode({"inputs": [16777217]}, {"x": FLOATS})
+    with pytest.raises(ServingError, match="without loss of precision"):
+        decode({"inputs": [1e300]}, {"x": FLOATS})
+
+
+def test_parse_errors():
+    with pytest.raises(ServingError, match=r"^JSON Parse error: The document is empty$"):
+        restjson.parse_body(b"  ")
+    with pytest.raises(ServingError, match="at offset: "):
+        restjson.parse_body(b'{"instances": [1,')
+    with pytest.raises(ServingError, match=r"Is not object$"):
+        restjson.parse_body(b"[1]")
+    # NaN and Infinity parse, as with TF Serving's rapidjson flags.
+    assert restjson.parse_body(b'{"inputs": [NaN, Infinity]}')["inputs"][1] == float("inf")
+
+
+def test_encode_row_and_columnar():
+    outputs = {
+        "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32),
+        "class_ids": np.array([1, 0], dtype=np.int64),
+        "classes": np.array([b"one", b"zero"], dtype=object),
+    }
+    rows = orjson.loads(restjson.encode_predict(outputs, restjson.ROW))
+    assert rows == {
+        "predictions": [
+            {"class_ids": 1, "classes": "one", "probabilities": [0.25, 0.75]},
+            {"class_ids": 0, "classes": "zero", "probabilities": [0.5, 0.5]},
+        ]
+    }
+    columns = orjson.loads(restjson.encode_predict(outputs, restjson.COLUMNAR))
+    assert columns["outputs"]["classes"] == ["one", "zero"]
+    single = orjson.loads(restjson.encode_predict({"y": np.array([2.5, 3.0])}, restjson.ROW))
+    assert single == {"predictions": [2.5, 3.0]}
+
+
+def test_float32_is_written_with_round_trip_digits():
+    value = np.array([0.1, 1 / 3], dtype=np.float32)
+    text = restjson.encode_predict({"y": value}, restjson.COLUMNAR)
+    assert text == b'{"outputs":[0.1,0.33333334]}'
+    np.testing.assert_array_equal(np.array(orjson.loads(text)["outputs"], np.float32), value)
+
+
+def test_bytes_outputs_are_b64():
+    text = restjson.encode_predict({"png_bytes": np.array([b"\x00\xff"], dtype=object)}, "row")
+    assert orjson.loads(text) == {"predictions": [{"b64": "AP8="}]}
+
+
+def test_examples_for_classify_and_regress():
+    from tensorflow.core.example import example_pb2
+
+    body = {"context": {"c": "shared"}, "examples": [{"x": 1.5, "n": [1, 2], "s": {"b64": "aGk="}}]}
+    (serialized,) = restjson.decode_examples(body)
+    example = example_pb2.Example.FromString(serialized)
+    features = example.features.feature
+    assert list(features["x"].float_list.value) == [1.5]
+    assert list(features["n"].int64_list.value) == [1, 2]
+    assert list(features["s"].bytes_list.value) == [b"hi"]
+    assert list(features["c"].bytes_list.value) == [b"shared"]
+    with pytest.raises(ServingError, match="key 'examples' is expected"):
+        restjson.decode_examples({"instances": []})
+    with pytest.raises(ServingError, match="'examples' value is an empty array"):
+        restjson.decode_examples({"examples": []})
+    with pytest.raises(ServingError, match="Unexpected element type in feature: x"):
+        restjson.decode_examples({"examples": [{"x": [1.5, "a"]}]})
