@@ -1,7 +1,9 @@
 """gRPC adapter: tensorflow.serving.PredictionService and ModelService over the core.
 
-Requests accept packed `tensor_content` and typed `*_val` fields; replies pack numeric
-tensors into `tensor_content` and strings into `string_val`. Message size limits are lifted,
+Requests accept packed `tensor_content` and typed `*_val` fields. Replies use the typed
+fields, as stock TF Serving does by default (its predict_util serializes outputs with
+AsProtoField "for backward compatibility"), so a client that only reads `tensor_content`
+fails here exactly as it would against the stock image. Message size limits are lifted,
 as TF Serving does.
 """
 
@@ -47,8 +49,36 @@ def to_array(name: str, tensor) -> np.ndarray:
         raise invalid_argument(f"tensor parsing error: {name}") from None
 
 
+# numpy dtype -> the TensorProto field TensorFlow's Tensor::AsProtoField fills for it.
+_TYPED_FIELD = {
+    np.dtype(np.float32): "float_val",
+    np.dtype(np.float64): "double_val",
+    np.dtype(np.int8): "int_val",
+    np.dtype(np.int16): "int_val",
+    np.dtype(np.int32): "int_val",
+    np.dtype(np.uint8): "int_val",
+    np.dtype(np.uint16): "int_val",
+    np.dtype(np.int64): "int64_val",
+    np.dtype(np.uint32): "uint32_val",
+    np.dtype(np.uint64): "uint64_val",
+    np.dtype(np.bool_): "bool_val",
+}
+
+
 def to_tensor(array: np.ndarray):
-    return tf.make_tensor_proto(array)
+    """A TensorProto with the values in their typed field, as TF Serving answers."""
+    array = np.asarray(array)
+    field = _TYPED_FIELD.get(array.dtype)
+    if field is None:
+        # Strings go to string_val and half floats to half_val: make_tensor_proto does both.
+        return tf.make_tensor_proto(array)
+    proto = tf.make_tensor_proto(np.zeros([0] * array.ndim, dtype=array.dtype))
+    proto.ClearField("tensor_content")
+    del proto.tensor_shape.dim[:]
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    getattr(proto, field).extend(array.ravel().tolist())
+    return proto
 
 
 def fill_model_spec(target, name: str, version: int, signature_name: str | None) -> None:

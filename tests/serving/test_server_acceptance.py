@@ -65,7 +65,9 @@ def test_grpc_predict_matches_the_savedmodel(
         response = stub.Predict(request, timeout=60)
     assert response.model_spec.signature_name == "serving_default"
     probabilities = response.outputs["probabilities"]
-    assert probabilities.tensor_content, "numeric outputs are packed into tensor_content"
+    # Stock TF Serving answers with typed fields (AsProtoField), never tensor_content.
+    assert not probabilities.tensor_content
+    assert len(probabilities.float_val) == probabilities.tensor_shape.dim[0].size * 10
     np.testing.assert_allclose(
         tf.make_ndarray(probabilities), in_process["probabilities"], rtol=1e-6, atol=1e-7
     )
