@@ -1,0 +1,1 @@
+"""One module per CLI command; `client.cli` registers them."""

@@ -1,0 +1,99 @@
+"""`predict`: classify a few image files and show a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.commands.common import fail, model_spec, open_transport, server_errors
+from client.errors import EXIT_PARTIAL, EXIT_USAGE
+from client.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_PREPROCESS,
+    DEFAULT_RETRIES,
+    DEFAULT_SERVER,
+    DEFAULT_SIGNATURE,
+    DEFAULT_TIMEOUT,
+    JsonOption,
+    LabelOption,
+    ModelOption,
+    PreprocessOption,
+    RetriesOption,
+    ServerOption,
+    SignatureOption,
+    TimeoutOption,
+    VersionOption,
+)
+
+
+def predict(
+    images: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="Image files (PNG, JPEG, BMP, ...)."),
+    ],
+    server: ServerOption = DEFAULT_SERVER,
+    model: ModelOption = DEFAULT_MODEL,
+    version: VersionOption = None,
+    label: LabelOption = None,
+    signature: SignatureOption = DEFAULT_SIGNATURE,
+    preprocess: PreprocessOption = DEFAULT_PREPROCESS,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed per image.")] = 3,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    retries: RetriesOption = DEFAULT_RETRIES,
+    json_output: JsonOption = False,
+) -> None:
+    """Classify IMAGE files (64 per request) and print file, class, confidence and top-k.
+
+    Exit code 0 when every image was classified, 3 when some could not be (their row says why).
+
+    Example: python -m client predict digit.png --server http://localhost:8501
+    """
+    from client.scoring import score_files
+
+    spec = model_spec(model, version, label, signature)
+    with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
+        try:
+            results = list(
+                score_files(
+                    transport,
+                    spec,
+                    images,
+                    root=Path.cwd(),
+                    batch_size=min(max(1, len(images)), DEFAULT_BATCH_SIZE),
+                    concurrency=1,
+                    preprocess=preprocess,
+                    top_k=top_k,
+                    progress=False,
+                    timeout=timeout,
+                )
+            )
+        except ValueError as error:
+            fail(str(error), EXIT_USAGE)
+    if json_output:
+        from client.outputs import to_row
+
+        typer.echo(json.dumps([to_row(result) for result in results], indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for column, justify in (("file", "left"), ("class", "left"), ("confidence", "right")):
+            table.add_column(column, justify=justify)
+        table.add_column("top-k")
+        for result in results:
+            if result.error:
+                table.add_row(result.path, "[red]error[/]", "", f"[red]{result.error}[/]")
+                continue
+            confidence = "" if result.confidence is None else f"{result.confidence:.4f}"
+            ranked = ", ".join(f"{name} {probability:.3f}" for _, name, probability in result.top_k)
+            table.add_row(
+                result.path, result.class_name or str(result.class_id), confidence, ranked
+            )
+        Console().print(table)
+    if any(result.error for result in results):
+        raise typer.Exit(EXIT_PARTIAL)

@@ -1,0 +1,187 @@
+"""`score`: classify every image under a folder into a CSV or JSON Lines file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.commands.common import fail, model_spec, open_transport, server_errors
+from client.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
+from client.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MODEL,
+    DEFAULT_PREPROCESS,
+    DEFAULT_RETRIES,
+    DEFAULT_SERVER,
+    DEFAULT_SIGNATURE,
+    DEFAULT_TIMEOUT,
+    BatchSizeOption,
+    ConcurrencyOption,
+    LabelOption,
+    ModelOption,
+    PreprocessOption,
+    RetriesOption,
+    ServerOption,
+    SignatureOption,
+    TimeoutOption,
+    VersionOption,
+)
+
+
+def score(
+    folder: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="Folder of images, scored recursively."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            dir_okay=False,
+            help="Predictions file: *.csv or *.jsonl. Columns: path, class_id, class, "
+            "confidence, top_k, model_version, error.",
+        ),
+    ],
+    server: ServerOption = DEFAULT_SERVER,
+    model: ModelOption = DEFAULT_MODEL,
+    version: VersionOption = None,
+    label: LabelOption = None,
+    signature: SignatureOption = DEFAULT_SIGNATURE,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
+    preprocess: PreprocessOption = DEFAULT_PREPROCESS,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=0, help="Classes listed in the top_k column.")
+    ] = 3,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="Score only shard I of N (0 <= I < N), chosen by a stable hash of each file's "
+            "path; N runs with I = 0..N-1 cover every file exactly once.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an existing --out file: keep its scored rows, score the rest and "
+            "its failed rows again. Without the file, start a new one.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+    ] = False,
+    decode_processes: Annotated[
+        int,
+        typer.Option(
+            "--decode-processes",
+            min=0,
+            max=64,
+            help="Decode images in this many worker processes instead of threads (0). Worth it "
+            "when decoding, not the server, limits the rate and cores are idle.",
+        ),
+    ] = 0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    retries: RetriesOption = DEFAULT_RETRIES,
+) -> None:
+    """Score every file under FOLDER and write one row per file to --out.
+
+    Files are listed recursively (hidden ones skipped) in sorted path order, decoded and
+    preprocessed in parallel, and sent in batches. A file that cannot be read or scored gets a
+    row with the reason in `error`. Rows are written as they finish, so an interrupted run keeps
+    them; --resume continues it. Exit code 0 when every file was scored, 3 when some failed,
+    1 when the server or model could not be used, 2 for usage errors, 130 when interrupted.
+
+    Example: python -m client score digits/ --out preds.csv --server grpc://localhost:8500
+    """
+    from client.outputs import PredictionWriter, output_format
+    from client.preprocess import list_images
+    from client.scoring import image_input, parse_shard, relative_name, score_files, shard_of
+
+    if resume and overwrite:
+        fail("--resume and --overwrite contradict each other", EXIT_USAGE)
+    try:
+        output_format(out)
+        shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+    spec = model_spec(model, version, label, signature)
+    # The predictions file may live in the folder it describes: never score it.
+    out_path = out.resolve()
+    files = [
+        path
+        for path in list_images(folder)
+        if path.name != out_path.name or path.resolve() != out_path
+    ]
+    names = [relative_name(path, folder) for path in files]
+    if shard_count > 1:
+        selected = [i for i, name in enumerate(names) if shard_of(name, shard_count) == shard_index]
+        files, names = [files[i] for i in selected], [names[i] for i in selected]
+    transport = open_transport(
+        server, timeout=timeout, retries=retries, max_connections=concurrency
+    )
+    scored = failed = 0
+    with transport, server_errors():
+        # Check the server and the signature before touching --out: a failed start must not
+        # leave an empty predictions file that the next run would refuse to overwrite.
+        try:
+            image_input(transport.metadata(spec), spec.signature)
+        except ValueError as error:
+            fail(str(error), EXIT_USAGE)
+        try:
+            writer = PredictionWriter(out, resume=resume, overwrite=overwrite)
+        except (ValueError, FileExistsError) as error:
+            fail(str(error), EXIT_USAGE)
+        todo = [path for path, name in zip(files, names, strict=True) if name not in writer.done]
+        if writer.kept or writer.dropped_failures:
+            print(
+                f"resuming {out}: {writer.kept} rows kept, {writer.dropped_failures} failed rows "
+                f"to retry, {len(todo)} files to score",
+                file=sys.stderr,
+            )
+        started = time.perf_counter()
+        try:
+            results = score_files(
+                transport,
+                spec,
+                todo,
+                root=folder,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                preprocess=preprocess,
+                top_k=top_k,
+                decode_processes=decode_processes,
+                timeout=timeout,
+            )
+            for result in results:
+                writer.write(result)
+                scored += 1
+                failed += result.error is not None
+        except KeyboardInterrupt:
+            writer.close(sort=False)
+            print(
+                f"interrupted: {writer.kept + scored} rows are in {out}; run again with --resume",
+                file=sys.stderr,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            # Rows from a resumed run come after the kept ones: restore path order at the end.
+            writer.close(sort=bool(writer.kept))
+    elapsed = time.perf_counter() - started
+    rate = scored / elapsed if elapsed > 0 else 0.0
+    shard_text = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
+    print(
+        f"scored {scored - failed} of {scored} files{shard_text}, {failed} failed, "
+        f"in {elapsed:.1f} s ({rate:.0f} files/s) -> {out}",
+        file=sys.stderr,
+    )
+    if failed:
+        raise typer.Exit(EXIT_PARTIAL)

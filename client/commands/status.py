@@ -1,0 +1,67 @@
+"""`status`: the state of the model's versions on the server."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from client.commands.common import model_spec, open_transport, server_errors
+from client.options import (
+    DEFAULT_MODEL,
+    DEFAULT_RETRIES,
+    DEFAULT_SERVER,
+    DEFAULT_TIMEOUT,
+    JsonOption,
+    LabelOption,
+    ModelOption,
+    RetriesOption,
+    ServerOption,
+    TimeoutOption,
+    VersionOption,
+)
+
+
+def status(
+    server: ServerOption = DEFAULT_SERVER,
+    model: ModelOption = DEFAULT_MODEL,
+    version: VersionOption = None,
+    label: LabelOption = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    retries: RetriesOption = DEFAULT_RETRIES,
+    json_output: JsonOption = False,
+) -> None:
+    """Show each version of the model and its state (LOADING, AVAILABLE, END, ...).
+
+    Exit code 0 when the server answered, 1 when it could not be reached or does not know the
+    model.
+
+    Example: python -m client status --server http://localhost:8501
+    """
+    spec = model_spec(model, version, label, "serving_default")
+    with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
+        versions = transport.status(spec)
+    if json_output:
+        rows = [
+            {
+                "version": item.version,
+                "state": item.state,
+                "error_code": item.error_code,
+                "error_message": item.error_message,
+            }
+            for item in versions
+        ]
+        typer.echo(json.dumps({"model": spec.name, "versions": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.name} on {server}")
+    table.add_column("version", justify="right")
+    table.add_column("state")
+    table.add_column("status")
+    for item in versions:
+        style = "green" if item.state == "AVAILABLE" else "yellow"
+        detail = item.error_code + (f": {item.error_message}" if item.error_message else "")
+        table.add_row(str(item.version), f"[{style}]{item.state}[/]", detail)
+    Console().print(table)

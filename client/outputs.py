@@ -1,0 +1,204 @@
+"""The predictions file `score` writes: CSV or JSON Lines, incremental, resumable.
+
+Rows are written as they are scored, flushed to the operating system whenever a quarter of a
+second has passed since the last flush, and on close (Ctrl-C included), so an interrupted run
+keeps its finished rows; the worst a hard kill can leave is an unterminated last line, which
+`--resume` drops (and the few unflushed rows are scored again).
+Rewrites (resume, final ordering) go to a temporary file in the same folder that then replaces
+the original in one rename, so the file is never seen half-rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from client.scoring import ScoredImage
+
+COLUMNS = ("path", "class_id", "class", "confidence", "top_k", "model_version", "error")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FLUSH_SECONDS = 0.25  # a row waits at most this long in the buffer while others follow
+
+
+def output_format(path: Path) -> str:
+    """ "csv" or "jsonl" from the file's extension; ValueError for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"cannot tell the format of {path}: name it *.csv or *.jsonl")
+    return FORMATS[suffix]
+
+
+def _number(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (0.98123455, not 0.981234550476)."""
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def to_row(result: ScoredImage) -> dict:
+    """The JSON-able row of one result; `top_k` is a list of {"class_id", "confidence"}."""
+    return {
+        "path": result.path,
+        "class_id": result.class_id,
+        "class": result.class_name,
+        "confidence": None if result.confidence is None else _number(result.confidence),
+        "top_k": [
+            {"class_id": class_id, "confidence": _number(probability)}
+            for class_id, _, probability in result.top_k
+        ],
+        "model_version": result.model_version,
+        "error": result.error,
+    }
+
+
+def format_top_k(top_k: list[dict]) -> str:
+    """CSV form of top-k: "7:0.98;2:0.011;3:0.0052" (class id:probability, best first)."""
+    return ";".join(f"{entry['class_id']}:{entry['confidence']}" for entry in top_k)
+
+
+def parse_top_k(text: str) -> list[dict]:
+    entries = []
+    for item in filter(None, text.split(";")):
+        class_id, _, confidence = item.partition(":")
+        entries.append({"class_id": int(class_id), "confidence": float(confidence)})
+    return entries
+
+
+def encode(row: dict, fmt: str) -> str:
+    """One complete line (with its newline) for `row` in format `fmt`."""
+    if fmt == "jsonl":
+        return orjson.dumps(row).decode() + "\n"
+    buffer = io.StringIO()
+    values = dict(row, top_k=format_top_k(row["top_k"]))
+    csv.writer(buffer, lineterminator="\n").writerow(
+        "" if values[column] is None else values[column] for column in COLUMNS
+    )
+    return buffer.getvalue()
+
+
+def header(fmt: str) -> str:
+    return ",".join(COLUMNS) + "\n" if fmt == "csv" else ""
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The complete rows of a predictions file (an unterminated last line is ignored).
+
+    Raises ValueError when the file is not a predictions file of the expected format.
+    """
+    fmt = output_format(path)
+    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if fmt == "jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"{path}:{number} is not JSON; not a predictions file") from None
+            if not isinstance(row, dict) or "path" not in row:
+                raise ValueError(f"{path}:{number} has no 'path'; not a predictions file")
+            rows.append(row)
+        return rows
+    if not text:
+        return []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ValueError(f"{path} does not start with the header {','.join(COLUMNS)}")
+    rows = []
+    for row in reader:
+        rows.append(
+            {
+                "path": row["path"],
+                "class_id": int(row["class_id"]) if row["class_id"] else None,
+                "class": row["class"] if row["class_id"] else None,
+                "confidence": float(row["confidence"]) if row["confidence"] else None,
+                "top_k": parse_top_k(row["top_k"]),
+                "model_version": int(row["model_version"]) if row["model_version"] else None,
+                "error": row["error"] or None,
+            }
+        )
+    return rows
+
+
+def _replace(path: Path, content: str) -> None:
+    """Write `content` to a temporary file beside `path`, fsync it, rename it over `path`."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(
+            descriptor, "w", encoding="utf-8", errors="surrogateescape", newline=""
+        ) as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class PredictionWriter:
+    """Appends rows to a predictions file.
+
+    resume: keep the successful rows of an existing file (`done` lists their paths) and drop its
+        failed rows so that those files are scored again. Without resume, an existing file is an
+        error unless `overwrite`.
+    Use as a context manager; `close(sort=True)` rewrites the file ordered by path.
+    """
+
+    def __init__(self, path: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        self.done: set[str] = set()
+        self.kept = 0
+        self.dropped_failures = 0
+        if not self.path.parent.is_dir():
+            raise ValueError(f"folder {self.path.parent} does not exist")
+        if self.path.exists() and not (resume or overwrite):
+            raise FileExistsError(
+                f"{self.path} exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        rows = read_rows(self.path) if resume and self.path.exists() else []
+        kept = [row for row in rows if not row.get("error")]
+        self.dropped_failures = len(rows) - len(kept)
+        self.kept = len(kept)
+        self.done = {row["path"] for row in kept}
+        _replace(self.path, header(self.format) + "".join(encode(row, self.format) for row in kept))
+        self._flushed_at = time.monotonic()
+        self._file = open(  # noqa: SIM115 - closed in close()
+            self.path, "a", encoding="utf-8", errors="surrogateescape", newline=""
+        )
+
+    def write(self, result: ScoredImage) -> None:
+        self._file.write(encode(to_row(result), self.format))
+        # Flushing every row costs more than scoring it; a few tenths of a second of rows lost
+        # to a hard kill are simply scored again by --resume.
+        now = time.monotonic()
+        if now - self._flushed_at >= FLUSH_SECONDS:
+            self._file.flush()
+            self._flushed_at = now
+
+    def close(self, *, sort: bool = False) -> None:
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if sort:
+            rows = sorted(read_rows(self.path), key=lambda row: row["path"])
+            _replace(self.path, header(self.format) + "".join(encode(r, self.format) for r in rows))
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
