@@ -75,16 +75,19 @@ def list_images(folder: Path) -> list[Path]:
         # os.walk skips folders it cannot list; that would drop their files without a word.
         raise ValueError(f"cannot list {error.filename}: {error.strerror or error}")
 
+    # Plain os.path strings: pathlib objects per file made listing 10,000 files take seconds.
     for directory, subdirectories, names in os.walk(folder, onerror=unreadable):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        relative_directory = os.path.relpath(directory, folder).replace(os.sep, "/")
+        prefix = "" if relative_directory == "." else relative_directory + "/"
         for name in names:
             if name.startswith(".") or name.lower() in _IGNORED_NAMES:
                 continue
-            path = Path(directory, name)
-            if path.is_file():
-                found.append((path.relative_to(folder).as_posix(), path))
+            full = os.path.join(directory, name)
+            if os.path.isfile(full):
+                found.append((prefix + name, full))
     found.sort(key=lambda item: item[0])
-    return [path for _, path in found]
+    return [Path(full) for _, full in found]
 
 
 def load_image(
