@@ -1,0 +1,45 @@
+"""`training.run` in-process on tiny synthetic data: the other architectures, RGB, folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trainer_helpers import write_image_folder
+
+from trainer import contract
+from trainer.training import RunError, TrainConfig, run
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet"])
+def test_rgb_folder_dataset_trains_and_publishes(model: str, tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "colours", {"amber": 12, "teal": 12}, mode="RGB")
+    config = TrainConfig(
+        dataset=f"folder:{root}", model=model, epochs=1, batch_size=8, seed=5,
+        run_dir=tmp_path / "run", model_repo=tmp_path / "models", model_name="colours",
+        progress="lines",
+    )  # fmt: skip
+    result = run(config)
+    assert result.version == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["version"] == 1
+    loaded = tf.saved_model.load(str(result.version_path))
+    signature = loaded.signatures[contract.SERVING_DEFAULT]
+    spec = signature.structured_input_signature[1][contract.IMAGES_INPUT]
+    assert spec.shape.as_list() == [None, 10, 12, 3] and spec.dtype == tf.uint8
+    outputs = signature(images=tf.zeros((2, 10, 12, 3), tf.uint8))
+    assert set(outputs) == {contract.PROBABILITIES, contract.CLASS_IDS, contract.CLASSES}
+    assert set(outputs[contract.CLASSES].numpy().astype(str)) <= {"amber", "teal"}
+    np.testing.assert_allclose(outputs[contract.PROBABILITIES].numpy().sum(axis=1), 1, rtol=1e-5)
+
+
+def test_run_validates_before_loading_anything(tmp_path: Path) -> None:
+    config = TrainConfig(dataset="npz:/absent.npz", keep=2, run_dir=tmp_path / "run")
+    with pytest.raises(RunError, match="--keep needs --model-repo"):
+        run(config)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,153 @@
+"""SavedModel export following the contract in `trainer.contract` (and DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from trainer import contract
+
+
+def warmup_images(images: np.ndarray, labels: np.ndarray, count: int = 16) -> np.ndarray:
+    """A few real test images, one per class first, so warmup covers varied inputs."""
+    chosen: list[int] = []
+    for label in np.unique(labels):
+        chosen.append(int(np.flatnonzero(labels == label)[0]))
+        if len(chosen) == count:
+            break
+    chosen += [index for index in range(len(labels)) if index not in chosen][: count - len(chosen)]
+    return images[np.array(chosen[:count], np.int64)]
+
+
+def model_info(
+    dataset, model_kind: str, metrics: dict, parameters: dict, versions: dict, num_parameters: int
+) -> dict:
+    """What `assets.extra/model_info.json` says about a published version."""
+    height, width, channels = dataset.input_shape
+    return {
+        "dataset": dataset.name,
+        "class_names": list(dataset.class_names),
+        "input_shape": [height, width, channels],
+        "input_dtype": "uint8",
+        "signatures": {
+            contract.SERVING_DEFAULT: {"inputs": {contract.IMAGES_INPUT: "uint8 [-1, H, W, C]"}},
+            contract.SERVING_BYTES: {"inputs": {contract.IMAGE_BYTES_INPUT: "string [-1]"}},
+            "outputs": {
+                contract.PROBABILITIES: "float32 [-1, K]",
+                contract.CLASS_IDS: "int64 [-1]",
+                contract.CLASSES: "string [-1]",
+            },
+        },
+        "model": model_kind,
+        "num_parameters": num_parameters,
+        "metrics": {
+            key: metrics[key]
+            for key in ("test_accuracy", "test_loss", "test_examples", "per_class")
+            if key in metrics
+        },
+        "training": parameters,
+        "library_versions": versions,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_saved_model(
+    model,
+    folder: Path,
+    class_names: Sequence[str],
+    model_name: str,
+    info: dict,
+    warmup: np.ndarray,
+) -> None:
+    """Export `model` with both signatures into `folder`, plus assets.extra/.
+
+    The model takes float pixels 0..255; the signatures take uint8 pixels or encoded images
+    and cast, so every client sends the same bytes it would have fed the training pipeline.
+    """
+    import keras
+    import tensorflow as tf
+
+    height, width, channels = (int(size) for size in model.input_shape[1:])
+    names = [str(name) for name in class_names]
+
+    def outputs(probabilities):
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            contract.PROBABILITIES: tf.cast(probabilities, tf.float32),
+            contract.CLASS_IDS: class_ids,
+            contract.CLASSES: tf.gather(tf.constant(names), class_ids),
+        }
+
+    def classify_pixels(images):
+        return outputs(model(tf.cast(images, tf.float32), training=False))
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        # Resizing an image that already has the target size leaves its pixels unchanged.
+        image = tf.image.resize(image, (height, width))
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    def classify_bytes(image_bytes):
+        pixels = tf.map_fn(
+            decode,
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8),
+        )
+        return classify_pixels(pixels)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    images_spec = tf.TensorSpec((None, height, width, channels), tf.uint8, contract.IMAGES_INPUT)
+    bytes_spec = tf.TensorSpec((None,), tf.string, contract.IMAGE_BYTES_INPUT)
+    # The signatures' input keys come from the spec names (and match the parameter names).
+    archive.add_endpoint(contract.SERVING_DEFAULT, classify_pixels, [images_spec])
+    archive.add_endpoint(contract.SERVING_BYTES, classify_bytes, [bytes_spec])
+    archive.write_out(str(folder), verbose=False)
+
+    extra = folder / contract.ASSETS_EXTRA
+    extra.mkdir(exist_ok=True)
+    (folder / "assets").mkdir(exist_ok=True)
+    write_warmup(extra / contract.WARMUP_FILE, model_name, warmup)
+    (extra / contract.MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def write_warmup(path: Path, model_name: str, images: np.ndarray) -> None:
+    """TF Serving warmup: PredictionLog records of real images, batch sizes 1, 2, 4, ..."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in range(contract.WARMUP_RECORDS):
+            batch = images[: min(len(images), 2**record)]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = contract.SERVING_DEFAULT
+            tensor = request.inputs[contract.IMAGES_INPUT]
+            tensor.dtype = tf.uint8.as_datatype_enum
+            for size in batch.shape:
+                tensor.tensor_shape.dim.add().size = int(size)
+            # Packed bytes, as gRPC clients send them (not one repeated int per pixel).
+            tensor.tensor_content = np.ascontiguousarray(batch, np.uint8).tobytes()
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def check_complete(folder: Path) -> None:
+    """Raise unless `folder` holds everything a version needs (run before it becomes visible)."""
+    required = [
+        folder / "saved_model.pb",
+        folder / "variables" / "variables.index",
+        folder / contract.ASSETS_EXTRA / contract.WARMUP_FILE,
+        folder / contract.ASSETS_EXTRA / contract.MODEL_INFO_FILE,
+    ]
+    missing = [str(path.relative_to(folder)) for path in required if not path.is_file()]
+    if missing or not any((folder / "variables").glob("variables.data-*")):
+        raise RuntimeError(
+            f"export incomplete, missing {missing or ['variables/variables.data-*']}"
+        )

@@ -1,0 +1,185 @@
+"""Atomic, versioned publishing into a TF Serving model repository (`<repo>/<name>/<version>/`).
+
+TF Serving loads every folder whose name is an integer. A version is therefore written under a
+hidden, non-integer staging name in the same folder (so on the same file system), flushed to
+disk, and only then renamed to its number: a rename within one file system is atomic, so a
+reader sees either no version or a complete one, whatever moment the writer dies at.
+
+Pure Python, no TensorFlow: the caller passes a function that writes the files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
+# Staging folders from another host cannot be checked for a live owner; after this long they
+# are assumed abandoned.
+FOREIGN_STAGING_MAX_AGE_SECONDS = 24 * 3600
+VERSION_PATTERN = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int
+    path: Path
+    pruned: tuple[int, ...]
+    cleaned: tuple[str, ...]
+
+
+def versions(base: Path) -> list[int]:
+    """The positive integer versions under `base`, ascending (what TF Serving would load)."""
+    if not base.is_dir():
+        return []
+    found = []
+    for child in base.iterdir():
+        if VERSION_PATTERN.fullmatch(child.name) and child.is_dir() and int(child.name) > 0:
+            found.append(int(child.name))
+    return sorted(found)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "unknown"
+
+
+def _staging_name() -> str:
+    return f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{_host()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(folder: Path, now: float) -> bool:
+    if folder.name.startswith(DELETING_PREFIX):
+        return True
+    parts = folder.name[len(STAGING_PREFIX) :].split("-", 2)
+    if len(parts) == 3 and parts[0].isdigit() and parts[2] == _host():
+        return int(parts[0]) != os.getpid() and not _pid_alive(int(parts[0]))
+    try:
+        age = now - folder.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > FOREIGN_STAGING_MAX_AGE_SECONDS
+
+
+def clean_stale(base: Path) -> list[str]:
+    """Remove staging folders left by publishers that died; never touches integer folders."""
+    if not base.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for child in sorted(base.iterdir()):
+        if not child.name.startswith((STAGING_PREFIX, DELETING_PREFIX)) or not child.is_dir():
+            continue
+        if _is_stale(child, now):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` (and `root` itself) to disk."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            descriptor = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def publish(
+    base: Path,
+    write: Callable[[Path], None],
+    keep: int | None = None,
+    validate: Callable[[Path], None] | None = None,
+) -> Published:
+    """Write a new version under `base` (`<repo>/<name>`) and return its number.
+
+    `write(folder)` fills a fresh staging folder; `validate(folder)` may raise to abort before
+    anything becomes visible. The next version is one more than the highest existing one; when
+    another publisher takes that number first, the rename fails and the next one is tried.
+    After success, `keep` prunes all but the newest `keep` versions (the new one is always kept).
+    """
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be at least 1 (the new version is never pruned), got {keep}")
+    base.mkdir(parents=True, exist_ok=True)
+    cleaned = clean_stale(base)
+    staging = base / _staging_name()
+    staging.mkdir()
+    try:
+        write(staging)
+        if validate is not None:
+            validate(staging)
+        fsync_tree(staging)
+        version = _rename_to_next_version(base, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pruned = prune(base, keep) if keep is not None else []
+    return Published(version, base / str(version), tuple(pruned), tuple(cleaned))
+
+
+def _rename_to_next_version(base: Path, staging: Path) -> int:
+    version = (max(versions(base), default=0)) + 1
+    while True:
+        target = base / str(version)
+        if not target.exists():
+            try:
+                os.rename(staging, target)
+            except OSError as error:
+                # Another publisher created the same number between our check and rename.
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            else:
+                _fsync_dir(base)
+                return version
+        version += 1
+
+
+def prune(base: Path, keep: int) -> list[int]:
+    """Delete all but the newest `keep` versions; return the deleted version numbers.
+
+    Each old version is first renamed to a hidden name (atomic, so TF Serving sees it vanish in
+    one step) and only then deleted file by file.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    existing = versions(base)
+    doomed = existing[:-keep] if len(existing) > keep else []
+    for version in doomed:
+        hidden = base / f"{DELETING_PREFIX}{version}-{secrets.token_hex(4)}"
+        try:
+            os.rename(base / str(version), hidden)
+        except FileNotFoundError:
+            continue  # someone else pruned it already
+        shutil.rmtree(hidden, ignore_errors=True)
+    if doomed:
+        _fsync_dir(base)
+    return doomed
