@@ -70,15 +70,19 @@ def parse_top_k(text: str) -> list[dict]:
     return entries
 
 
+def csv_values(row: dict) -> list:
+    """The CSV fields of `row`, in COLUMNS order (None as empty, top-k in its CSV form)."""
+    values = [row[column] for column in COLUMNS]
+    values[4] = format_top_k(values[4])
+    return ["" if value is None else value for value in values]
+
+
 def encode(row: dict, fmt: str) -> str:
     """One complete line (with its newline) for `row` in format `fmt`."""
     if fmt == "jsonl":
         return orjson.dumps(row).decode() + "\n"
     buffer = io.StringIO()
-    values = dict(row, top_k=format_top_k(row["top_k"]))
-    csv.writer(buffer, lineterminator="\n").writerow(
-        "" if values[column] is None else values[column] for column in COLUMNS
-    )
+    csv.writer(buffer, lineterminator="\n").writerow(csv_values(row))
     return buffer.getvalue()
 
 
@@ -177,9 +181,16 @@ class PredictionWriter:
         self._file = open(  # noqa: SIM115 - closed in close()
             self.path, "a", encoding="utf-8", errors="surrogateescape", newline=""
         )
+        # One csv writer straight onto the file: a writer and a buffer per row cost more than
+        # the rest of the row's work.
+        self._csv = csv.writer(self._file, lineterminator="\n")
 
     def write(self, result: ScoredImage) -> None:
-        self._file.write(encode(to_row(result), self.format))
+        row = to_row(result)
+        if self.format == "csv":
+            self._csv.writerow(csv_values(row))
+        else:
+            self._file.write(orjson.dumps(row).decode() + "\n")
         # Flushing every row costs more than scoring it; a few tenths of a second of rows lost
         # to a hard kill are simply scored again by --resume.
         now = time.monotonic()

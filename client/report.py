@@ -313,13 +313,16 @@ def render_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> b
     show_labels = n_classes <= 40
     # Tilt the column labels only when, side by side, they would run into each other.
     crowded = n_classes * max((len(label) for label in labels), default=1) > 6 * side
+    # parse_math=False: names and paths are text; "$" pairs in them must not become mathtext
+    # (a malformed formula would fail the whole report).
     axes.set_xticks(
         ticks,
         labels if show_labels else [],
         rotation=45 if crowded else 0,
         ha="right" if crowded else "center",
+        parse_math=False,
     )
-    axes.set_yticks(ticks, labels if show_labels else [])
+    axes.set_yticks(ticks, labels if show_labels else [], parse_math=False)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(f"Confusion matrix ({int(matrix.sum())} images)")
@@ -349,7 +352,7 @@ def render_image_grid(
     columns = min(columns, len(images))
     rows = -(-len(images) // columns)
     figure = figure_module.Figure(figsize=(2.1 * columns, 2.6 * rows + 0.5), dpi=110)
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(title, fontsize=11, parse_math=False)
     for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
         axes = figure.add_subplot(rows, columns, index + 1)
         pixels = np.asarray(image)
@@ -359,7 +362,7 @@ def render_image_grid(
             axes.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         else:
             axes.imshow(pixels.astype(np.uint8), interpolation="nearest")
-        axes.set_title(caption, fontsize=8)
+        axes.set_title(caption, fontsize=8, parse_math=False)
         axes.set_axis_off()
     figure.tight_layout()
     return _png(figure)

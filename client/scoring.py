@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -19,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from client.errors import ClientError
+from client.preprocess import PREPROCESS_MODES
 from client.transport.base import RetryPolicy, Transport
 from client.types import ModelMetadata, ModelSpec, PredictResult
-
-PREPROCESS_MODES = ("auto", "mnist", "none")
 
 # Batch failures worth sending again: the server was busy, slow or briefly gone. The transport
 # already retried UNAVAILABLE; a second, slower round rides out a server restart.
@@ -165,14 +165,20 @@ def score_files(
         )
     metadata = transport.metadata(model)
     spec = image_input(metadata, model.signature)
-    scorer = _Scorer(transport, model, spec, Path(root), preprocess, top_k, timeout)
+    scorer = _Scorer(transport, model, spec, preprocess, top_k, timeout)
     if decode_processes < 0:
         raise ValueError(f"decode processes must be >= 0, not {decode_processes}")
     if decode_workers is None:
         decode_workers = max(1, min(4, _cpu_count()))
-    files = [path if isinstance(path, Path) else Path(path) for path in files]
-    batches = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
-    return scorer.run(batches, len(files), concurrency, decode_workers, decode_processes, progress)
+    # Plain strings, converted once here: pathlib work per file in the worker threads competes
+    # for the interpreter lock with decoding.
+    paths = [os.fspath(path) for path in files]
+    names = [relative_name(path, root) for path in paths]
+    batches = [
+        (paths[start : start + batch_size], names[start : start + batch_size])
+        for start in range(0, len(paths), batch_size)
+    ]
+    return scorer.run(batches, len(paths), concurrency, decode_workers, decode_processes, progress)
 
 
 def _cpu_count() -> int:
@@ -185,7 +191,6 @@ class _Scorer:
         transport: Transport,
         model: ModelSpec,
         spec: ImageInput,
-        root: Path,
         preprocess: str,
         top_k: int,
         timeout: float | None,
@@ -193,7 +198,6 @@ class _Scorer:
         self.transport = transport
         self.model = model
         self.spec = spec
-        self.root = root
         self.preprocess = preprocess
         self.top_k = top_k
         self.timeout = timeout
@@ -204,7 +208,7 @@ class _Scorer:
 
     def run(
         self,
-        batches: list[list[Path]],
+        batches: list[tuple[list[str], list[str]]],
         total: int,
         concurrency: int,
         decode_workers: int,
@@ -220,28 +224,32 @@ class _Scorer:
         # Enough batches in flight to keep every sender busy while the next ones decode, and no
         # more: memory stays bounded however many files there are.
         window = 2 * concurrency
-        pending: deque[tuple[list[Path], Future]] = deque()
+        pending: deque[Future] = deque()
         submitted = 0
 
         def submit() -> None:
             nonlocal submitted
-            batch = batches[submitted]
+            paths, names = batches[submitted]
             submitted += 1
-            decoded = decode_pool.submit(
-                decode_files,
-                [os.fspath(path) for path in batch],
-                self.spec.height,
-                self.spec.width,
-                self.spec.channels,
-                self.preprocess,
-            )
-            pending.append((batch, send_pool.submit(self.send, batch, decoded)))
+            try:
+                decoded = decode_pool.submit(
+                    decode_files,
+                    paths,
+                    self.spec.height,
+                    self.spec.width,
+                    self.spec.channels,
+                    self.preprocess,
+                )
+            except RuntimeError as error:  # a broken process pool: a worker was killed (OOM)
+                decoded = Future()
+                decoded.set_exception(error)
+            pending.append(send_pool.submit(self.send, names, decoded))
 
         try:
             while submitted < min(window, len(batches)):
                 submit()
             while pending:
-                _, future = pending.popleft()
+                future = pending.popleft()
                 results = future.result()
                 if submitted < len(batches):
                     submit()
@@ -250,15 +258,15 @@ class _Scorer:
                         bar.advance(result.ok)
                     yield result
         finally:
-            for _, future in pending:
+            for future in pending:
                 future.cancel()
             decode_pool.shutdown(wait=False, cancel_futures=True)
             send_pool.shutdown(wait=False, cancel_futures=True)
             if bar is not None:
                 bar.close()
 
-    def send(self, batch: list[Path], decoded: Future) -> list[ScoredImage]:
-        names = [relative_name(path, self.root) for path in batch]
+    def send(self, names: list[str], decoded: Future) -> list[ScoredImage]:
+        """Predict one decoded batch; `names` are its files' relative paths."""
         try:
             order, stacked, errors = decoded.result()
         except CancelledError:
@@ -266,21 +274,22 @@ class _Scorer:
         except Exception as error:  # a decoding process died (killed, out of memory)
             message = _one_line(f"decoding failed: {type(error).__name__}: {error}")
             return [_failed(name, message) for name in names]
-        results: list[ScoredImage | None] = [None] * len(batch)
+        results: list[ScoredImage | None] = [None] * len(names)
         for index, message in errors.items():
             results[index] = _failed(names[index], message)
         if order:
-            stacked = stacked.astype(self.spec.dtype, copy=False)
             try:
+                inputs = {self.spec.name: stacked.astype(self.spec.dtype, copy=False)}
                 reply = BATCH_RETRY.call(
-                    lambda: self.transport.predict(
-                        self.model, {self.spec.name: stacked}, timeout=self.timeout
-                    ),
+                    lambda: self.transport.predict(self.model, inputs, timeout=self.timeout),
                     retryable=BATCH_RETRYABLE_CODES,
                 )
                 scored = self.interpret(reply, [names[index] for index in order])
             except (ClientError, ValueError) as error:  # ValueError: a malformed reply
                 scored = [_failed(names[index], _one_line(error)) for index in order]
+            except Exception as error:  # anything else costs this batch, never the whole run
+                message = _one_line(f"{type(error).__name__}: {error}")
+                scored = [_failed(names[index], message) for index in order]
             for index, result in zip(order, scored, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
@@ -357,10 +366,6 @@ class _Scorer:
             for row, name in enumerate(names)
         ]
 
-    def name_of(self, class_id: int) -> str:
-        with self._names_lock:
-            return self.class_names.get(class_id, str(class_id))
-
 
 def decode_files(
     paths: list[str], height: int, width: int, channels: int, mode: str
@@ -379,7 +384,7 @@ def decode_files(
     errors: dict[int, str] = {}
     for index, path in enumerate(paths):
         try:
-            image = load_image(Path(path), height=height, width=width, channels=channels, mode=mode)
+            image = load_image(path, height=height, width=width, channels=channels, mode=mode)
         except ValueError as error:  # ImageError is a ValueError with a one-line reason
             errors[index] = _one_line(error)
         except Exception as error:  # one file must never stop the run
@@ -424,13 +429,26 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split()) or "unknown error"
 
 
+def _maybe_terminal(stream) -> bool:
+    """False when rich would certainly not draw on `stream`: not a TTY, and none of the
+    variables that make rich treat a pipe as a terminal is set."""
+    if any(name in os.environ for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL")):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
 class _ProgressBar:
     """A rich progress bar on stderr, or nothing when stderr is not a terminal (logs, CI, pipes)."""
 
     def __init__(self, total: int) -> None:
+        self._progress = None
+        if total == 0 or not _maybe_terminal(sys.stderr):
+            return  # without importing rich, which costs a noticeable part of a short run
         from rich.console import Console
 
-        self._progress = None
         console = Console(stderr=True)
         if not console.is_terminal or total == 0:
             return

@@ -52,9 +52,10 @@ def metadata(
         typer.echo(json.dumps(dataclasses.asdict(info), indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{info.name} version {info.version} on {server}")
+    table = Table(title=escape(f"{info.name} version {info.version} on {server}"))
     for column in ("signature", "", "name", "dtype", "shape"):
         table.add_column(column)
     for signature in info.signatures.values():
@@ -64,7 +65,9 @@ def metadata(
         for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
             for tensor in tensors.values():
                 name = signature.name if first else ""
-                table.add_row(name, kind, tensor.name, tensor.dtype, _shape(tensor.shape))
+                table.add_row(
+                    escape(name), kind, escape(tensor.name), tensor.dtype, _shape(tensor.shape)
+                )
                 first = False
         table.add_section()
     Console().print(table)

@@ -79,21 +79,26 @@ def predict(
         typer.echo(json.dumps([to_row(result) for result in results], indent=2))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table()
         for column, justify in (("file", "left"), ("class", "left"), ("confidence", "right")):
             table.add_column(column, justify=justify)
         table.add_column("top-k")
+        # File names, class names and errors are text: "[...]" in them is not rich markup.
         for result in results:
             if result.error:
-                table.add_row(result.path, "[red]error[/]", "", f"[red]{result.error}[/]")
+                table.add_row(
+                    escape(result.path), "[red]error[/]", "", f"[red]{escape(result.error)}[/]"
+                )
                 continue
             confidence = "" if result.confidence is None else f"{result.confidence:.4f}"
-            ranked = ", ".join(f"{name} {probability:.3f}" for _, name, probability in result.top_k)
-            table.add_row(
-                result.path, result.class_name or str(result.class_id), confidence, ranked
+            ranked = ", ".join(
+                f"{escape(name)} {probability:.3f}" for _, name, probability in result.top_k
             )
+            class_name = result.class_name or str(result.class_id)
+            table.add_row(escape(result.path), escape(class_name), confidence, ranked)
         Console().print(table)
     if any(result.error for result in results):
         raise typer.Exit(EXIT_PARTIAL)

@@ -54,14 +54,16 @@ def status(
         typer.echo(json.dumps({"model": spec.name, "versions": rows}, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{spec.name} on {server}")
+    table = Table(title=escape(f"{spec.name} on {server}"))
     table.add_column("version", justify="right")
     table.add_column("state")
     table.add_column("status")
     for item in versions:
         style = "green" if item.state == "AVAILABLE" else "yellow"
         detail = item.error_code + (f": {item.error_message}" if item.error_message else "")
-        table.add_row(str(item.version), f"[{style}]{item.state}[/]", detail)
+        # The server's message is text: "[...]" in it is not rich markup.
+        table.add_row(str(item.version), f"[{style}]{item.state}[/]", escape(detail))
     Console().print(table)

@@ -124,10 +124,12 @@ def to_numpy(proto) -> np.ndarray:
         flat = np.asarray(values, dtype=dtype)
     if flat.size == size:
         return flat.reshape(shape)
-    # TensorFlow may send one value for a tensor whose elements are all equal (or none for zeros).
-    if flat.size <= 1 and size > 0:
-        fill = flat[0] if flat.size else (b"" if name == "DT_STRING" else 0)
-        return np.full(shape, fill, dtype=dtype)
+    # TensorFlow's rule (Tensor::FromProto, make_ndarray): fewer values than elements repeat the
+    # last one (constants travel as a single value), none at all means zeros.
+    if flat.size < size:
+        fill = flat[-1] if flat.size else (b"" if name == "DT_STRING" else 0)
+        rest = np.full(size - flat.size, fill, dtype=dtype)
+        return np.concatenate([flat, rest]).reshape(shape)
     raise ClientError(f"tensor of shape {shape} came with {flat.size} values", "DATA_LOSS")
 
 

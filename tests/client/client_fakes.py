@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,7 @@ class Behaviour:
     """Knobs the tests turn; all counters are totals since start."""
 
     unavailable_next: int = 0  # answer the next N predicts with UNAVAILABLE / 503
+    delay_seconds: float = 0.0  # think this long before answering a predict (a slow model)
     predict_calls: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,10 +53,12 @@ class Behaviour:
     def take_failure(self) -> bool:
         with self.lock:
             self.predict_calls += 1
+            delay = self.delay_seconds
             if self.unavailable_next > 0:
                 self.unavailable_next -= 1
                 return True
-            return False
+        time.sleep(delay)
+        return False
 
 
 class _Refusal(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import io
 import socket
 import struct
 import zlib
@@ -15,6 +16,7 @@ from pathlib import Path
 import client_fakes as fake_server
 import numpy as np
 import pytest
+from PIL import Image
 
 
 def free_port() -> int:
@@ -54,6 +56,7 @@ def fake(fake_server_instance: FakeServer) -> FakeServer:
     behaviour = fake_server_instance.behaviour
     with behaviour.lock:
         behaviour.unavailable_next = 0
+        behaviour.delay_seconds = 0.0
         behaviour.predict_calls = 0
         behaviour.batch_sizes.clear()
     return fake_server_instance
@@ -133,3 +136,30 @@ def load_mnist_test(mnist_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray
         labels_file.read(8)
         labels = np.frombuffer(labels_file.read(count), dtype=np.uint8)
     return images.reshape(count, rows, cols), labels
+
+
+def render_dark_on_light(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An MNIST digit as a scan would show it: dark ink on white, RGB JPEG, larger, off-centre."""
+    size = int(rng.integers(40, 200))
+    ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
+    width, height = size + int(rng.integers(10, 150)), size + int(rng.integers(10, 150))
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    position = (int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1)))
+    canvas.paste(ink.convert("RGB"), position)
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=int(rng.integers(75, 96)))
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height 8-bit gray, with one compressed row of data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = zlib.compress(b"\0" * (width + 1))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from client_fixtures import (
@@ -21,6 +25,7 @@ from client.outputs import PredictionWriter, read_rows
 __all__ = ["fake", "fake_server_instance", "transport_kind"]  # fixtures used by name
 
 runner = CliRunner()
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str):
@@ -101,6 +106,38 @@ def test_interrupted_run_keeps_its_rows_and_resume_finishes_it(fake, tmp_path, m
     assert sum(fake.behaviour.batch_sizes) == 15
     paths = [row["path"] for row in read_rows(out)]
     assert paths == sorted(paths) and len(set(paths)) == 40
+
+
+@pytest.mark.slow
+def test_resume_after_a_hard_kill_loses_and_repeats_no_row(fake, tmp_path):
+    images = tmp_path / "images"
+    expected = make_uniform_folder(images, [value % 256 for value in range(120)])
+    out = tmp_path / "preds.csv"
+    command = [sys.executable, "-m", "client", "score", str(images), "--out", str(out),
+               "-s", fake.grpc_url, "-b", "4", "-c", "1", "--preprocess", "none"]  # fmt: skip
+    fake.behaviour.delay_seconds = 0.05  # 30 batches: about 1.5 s of scoring
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.read_text().count("\n") > 30):  # header + 30 rows
+            assert process.poll() is None and time.monotonic() < deadline, "no rows written"
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no cleanup, no final flush
+    finally:
+        process.wait()
+    kept = len(read_rows(out))
+    assert 30 <= kept < 120
+    fake.behaviour.delay_seconds = 0.0
+    time.sleep(0.5)  # the killed run's last request may still be in the server
+    fake.behaviour.batch_sizes.clear()
+
+    resumed = run("score", images, "--out", out, "-s", fake.grpc_url, "--resume",
+                  "--preprocess", "none")  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    assert sum(fake.behaviour.batch_sizes) == 120 - kept  # nothing scored twice
+    rows = read_rows(out)
+    assert [row["path"] for row in rows] == sorted(expected)  # every file once, in order
+    assert {row["path"]: row["class_id"] for row in rows} == expected
 
 
 def test_shards_cover_every_file_once(fake, tmp_path):
@@ -191,6 +228,18 @@ def test_predict_prints_a_table_and_json(fake, transport_kind, tmp_path):
     rows = json.loads(as_json.stdout)
     assert [row["class_id"] for row in rows] == [2, 7]
     assert all(len(row["top_k"]) == 1 for row in rows)
+
+
+def test_predict_shows_names_with_brackets_as_they_are(fake, tmp_path, monkeypatch):
+    # rich would read "[a]" as a style (and drop it) and fail on "[/...]": names are text.
+    monkeypatch.chdir(tmp_path)  # short relative names: the table does not wrap them
+    good = make_uniform_folder(tmp_path, [12])
+    (tmp_path / next(iter(good))).rename(tmp_path / "scan[a].png")
+    (tmp_path / "x[").mkdir()
+    (tmp_path / "x[" / "y].png").write_bytes(b"")  # its path holds "[/y]", a closing tag
+    result = run("predict", "scan[a].png", "x[/y].png", "-s", fake.grpc_url)
+    assert result.exit_code == 3, result.output
+    assert "scan[a].png" in result.stdout and "x[/y].png" in result.stdout
 
 
 def test_predict_with_a_bad_file_exits_3(fake, tmp_path):

@@ -82,6 +82,59 @@ def test_a_rejected_batch_marks_each_of_its_images(fake, transport_kind, tmp_pat
     assert fake.behaviour.predict_calls == 3  # first try + two scorer-level retries
 
 
+def test_an_unexpected_failure_costs_its_batch_not_the_run(fake, tmp_path, monkeypatch):
+    expected = make_uniform_folder(tmp_path, [10, 20, 30, 40, 50])
+    with connect(fake.grpc_url) as transport:
+        predict = transport.predict
+        calls = []
+
+        def flaky_predict(model, inputs, **options):
+            calls.append(len(calls))
+            if len(calls) == 2:  # the second batch meets a bug in a library
+                raise TypeError("something nobody expected")
+            return predict(model, inputs, **options)
+
+        monkeypatch.setattr(transport, "predict", flaky_predict)
+        results = list(
+            score_files(
+                transport, ModelSpec(), list_images(tmp_path), root=tmp_path,
+                batch_size=2, concurrency=1, preprocess="none", progress=False,
+            )
+        )  # fmt: skip
+    assert [r.error for r in results] == [
+        None, None, "TypeError: something nobody expected",
+        "TypeError: something nobody expected", None,
+    ]  # fmt: skip
+    assert all(r.class_id == expected[r.path] for r in results if r.ok)
+
+
+def test_a_broken_decoding_pool_fails_its_batches_without_losing_rows(fake, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DyingPool(ThreadPoolExecutor):
+        """Decodes one batch, then breaks as a process pool does when a worker is killed."""
+
+        def submit(self, *args, **kwargs):
+            if getattr(self, "used", False):
+                raise BrokenProcessPool("a child process terminated abruptly")
+            self.used = True
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_process_pool", lambda processes: DyingPool(processes))
+    make_uniform_folder(tmp_path, [10, 20, 30, 40, 50])
+    with connect(fake.grpc_url) as transport:
+        results = list(
+            score_files(
+                transport, ModelSpec(), list_images(tmp_path), root=tmp_path, batch_size=2,
+                concurrency=1, preprocess="none", progress=False, decode_processes=1,
+            )
+        )  # fmt: skip
+    assert len(results) == 5
+    assert [r.ok for r in results] == [True, True, False, False, False]
+    assert all("BrokenProcessPool" in r.error for r in results[2:])
+
+
 def test_scoring_checks_the_signature_before_sending(fake, transport_kind, tmp_path):
     with connect(fake.url(transport_kind)) as transport:
         with pytest.raises(ValueError, match=r"no signature 'nope'.*serving_default"):

@@ -80,6 +80,50 @@ def test_tensor_proto_round_trip(array):
     assert decoded.tolist() == array.tolist()
 
 
+@pytest.mark.parametrize(
+    ("array", "field"),
+    [
+        (np.array([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32), "float_val"),
+        (np.array([1.5, -2.25], dtype=np.float64), "double_val"),
+        (np.array([7, 0, 255], dtype=np.uint8), "int_val"),
+        (np.array([-3, 2**31 - 1], dtype=np.int32), "int_val"),
+        (np.array([[3], [-(2**40)]], dtype=np.int64), "int64_val"),
+        (np.array([2**32 - 1], dtype=np.uint32), "uint32_val"),
+        (np.array([2**64 - 1], dtype=np.uint64), "uint64_val"),
+        (np.array([True, False, True]), "bool_val"),
+        (np.array([b"seven", b"\xff"], dtype=object), "string_val"),
+    ],
+)
+def test_tensor_decoding_reads_the_typed_fields_tf_serving_answers_with(array, field):
+    # Stock TF Serving (and the local server) reply with the typed *_val fields, not
+    # tensor_content.
+    proto = to_tensor_proto(array)
+    proto.ClearField("tensor_content")
+    proto.ClearField("string_val")
+    getattr(proto, field).extend(array.reshape(-1).tolist())
+    decoded = to_numpy(proto)
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    assert decoded.tolist() == array.tolist()
+
+
+def test_tensor_decoding_of_half_floats_from_their_bit_patterns():
+    array = np.array([0.5, -2.0, 65504.0], dtype=np.float16)
+    proto = to_tensor_proto(array)
+    proto.ClearField("tensor_content")
+    proto.half_val.extend(array.view(np.uint16).tolist())
+    assert to_numpy(proto).tolist() == array.tolist()
+
+
+def test_tensor_decoding_repeats_the_last_value_like_tensorflow():
+    proto = to_tensor_proto(np.zeros(5, dtype=np.int64))
+    proto.ClearField("tensor_content")
+    proto.int64_val.extend([4, 9])
+    assert to_numpy(proto).tolist() == [4, 9, 9, 9, 9]
+    proto.int64_val.extend([1, 2, 3, 4])
+    with pytest.raises(ClientError, match="6 values"):
+        to_numpy(proto)
+
+
 def test_tensor_decoding_reads_repeated_fields_and_broadcasts_a_single_value():
     proto = to_tensor_proto(np.zeros((2, 2), dtype=np.float32))
     proto.ClearField("tensor_content")

@@ -7,13 +7,12 @@ end-to-end tests in test_evaluate_e2e.py run it against the real local server an
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
+from client_fixtures import png_header_only
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -59,20 +58,6 @@ class BrightnessModel(Transport):
 
     def close(self) -> None:
         pass
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG declaring width x height 8-bit gray, with one row of data (test_preprocess's twin)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        body = kind + payload
-        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = zlib.compress(b"\0" * (width + 1))
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    )
 
 
 def gray_png(path: Path, level: int) -> None:

@@ -8,7 +8,6 @@ RGB JPEG, random size and position) must score within 1.5 points of the original
 from __future__ import annotations
 
 import base64
-import gzip
 import io
 import json
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from client_fixtures import load_mnist_test, render_dark_on_light
 from PIL import Image
 
 from client.preprocess import load_image
@@ -34,9 +34,7 @@ N_SCANS = 1_000  # enough for the 1.5-point comparison (measured differences: 0.
 @pytest.fixture(scope="module")
 def digits(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The first N_DIGITS MNIST test digits (uint8 [N, 28, 28]) and their labels."""
-    images = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz", N_DIGITS)
-    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as stream:
-        labels = np.frombuffer(stream.read()[8:], np.uint8)[:N_DIGITS]
+    images, labels = load_mnist_test(mnist_dir, N_DIGITS)
     return images, labels.astype(np.int64)
 
 
@@ -56,27 +54,6 @@ def saved_model_predict(published_model):
         return np.concatenate(outputs).astype(np.int64)
 
     return predict
-
-
-def read_idx_images(path: Path, count: int) -> np.ndarray:
-    with gzip.open(path) as stream:
-        stream.read(16)
-        return np.frombuffer(stream.read(count * 784), np.uint8).reshape(count, 28, 28)
-
-
-# Test modules import nothing from one another (several folders have a conftest.py, and
-# pytest's importlib mode would not find them): this mirrors test_preprocess.py's helper.
-def render_dark_on_light(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    """An MNIST digit as a scan would show it: dark ink on white, RGB JPEG, larger, off-centre."""
-    size = int(rng.integers(40, 200))
-    ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
-    width, height = size + int(rng.integers(10, 150)), size + int(rng.integers(10, 150))
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    position = (int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1)))
-    canvas.paste(ink.convert("RGB"), position)
-    buffer = io.BytesIO()
-    canvas.save(buffer, "JPEG", quality=int(rng.integers(75, 96)))
-    return buffer.getvalue()
 
 
 def evaluate(folder: Path, report_dir: Path, server: str, *extra: str) -> dict:

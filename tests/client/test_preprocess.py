@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from client_fixtures import load_mnist_test, png_header_only, render_dark_on_light
 from PIL import Image, ImageDraw
 
 from client.preprocess import ImageError, list_images, load_image, mnist_normalize
@@ -27,23 +25,6 @@ def drawn_digit(size: int = 28) -> np.ndarray:
     image = Image.new("L", (size, size), 0)
     ImageDraw.Draw(image).rectangle([12, 4, 15, 23], fill=255)
     return np.asarray(image)
-
-
-def read_idx_images(path: Path, count: int) -> np.ndarray:
-    with gzip.open(path) as stream:
-        stream.read(16)
-        return np.frombuffer(stream.read(count * 784), np.uint8).reshape(count, 28, 28)
-
-
-def render_dark_on_light(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    """An MNIST digit as a scan would show it: dark ink on white, RGB JPEG, larger, off-centre."""
-    size = int(rng.integers(40, 200))
-    ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
-    width, height = size + int(rng.integers(10, 150)), size + int(rng.integers(10, 150))
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    position = (int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1)))
-    canvas.paste(ink.convert("RGB"), position)
-    return encode(canvas, "JPEG", quality=int(rng.integers(75, 96)))
 
 
 def load28(source, mode: str = "none", channels: int = 1) -> np.ndarray:
@@ -174,20 +155,6 @@ def test_exif_orientation_is_applied() -> None:
 
 
 # -- bad input ---------------------------------------------------------------------------------
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height 8-bit gray, with one compressed row of data."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        body = kind + payload
-        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = zlib.compress(b"\0" * (width + 1))
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    )
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:
@@ -322,7 +289,7 @@ def test_ignores_faint_specks_far_from_the_ink() -> None:
 
 
 def test_real_mnist_digits_rendered_as_scans_round_trip(mnist_dir: Path) -> None:
-    digits = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz", 200)
+    digits = load_mnist_test(mnist_dir, 200)[0]
     rng = np.random.default_rng(2026)
     correlations = []
     for digit in digits:
@@ -336,7 +303,7 @@ def test_real_mnist_digits_rendered_as_scans_round_trip(mnist_dir: Path) -> None
 
 
 def test_mnist_mode_is_almost_the_identity_on_real_mnist(mnist_dir: Path) -> None:
-    digits = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz", 100)
+    digits = load_mnist_test(mnist_dir, 100)[0]
     same = [
         np.corrcoef(digit.ravel(), mnist_normalize(digit).ravel().astype(float))[0, 1]
         for digit in digits

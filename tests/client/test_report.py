@@ -198,3 +198,22 @@ def test_write_report_checks_the_images_match_the_mistakes(tmp_path: Path) -> No
             model_version=1,
             n_images=1,
         )
+
+
+def test_dollar_signs_in_names_and_paths_are_text_not_mathtext(tmp_path: Path) -> None:
+    # matplotlib reads "$...$" as a formula and fails on a malformed one: a file or class name
+    # like these must not cost the whole report.
+    metrics = compute_metrics([0, 1], [1, 0], [0.9, 0.8], [1.0, 1.0], n_classes=2)
+    paths = ["$\\frac$/a$\\sqrt$.png", "b/price_$5_$10.png"]
+    report = build_report(
+        metrics,
+        class_names=["$\\frac$", "b"],
+        model_name="m",
+        model_version=1,
+        n_images=2,
+        mistakes=most_confident_mistakes(paths, [0, 1], [1, 0], [0.9, 0.8]),
+    )
+    images = [np.zeros((28, 28, 1), np.uint8)] * 2
+    written = write_report(report, tmp_path, mistake_images=images)
+    for name in ("confusion_matrix.png", "misclassified.png"):
+        assert Image.open(written[name]).format == "PNG"
