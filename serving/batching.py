@@ -5,7 +5,9 @@ thread takes the queue's head, gathers more tasks until the rows reach `max_batc
 `batch_timeout_micros` passes, runs them as one call (inputs concatenated on the 0th
 dimension, padded up to the next `allowed_batch_sizes` entry), and splits the outputs back
 by each task's row count. Tasks whose inputs cannot be concatenated with the head (other
-input names, dtypes or inner shapes) wait for a later batch.
+input names, dtypes or inner shapes) wait for a later batch. When a merged batch fails, its
+tasks run again one by one, so that one bad request (an undecodable image, say) fails alone
+instead of failing every request it was merged with (TF Serving fails the whole batch).
 """
 
 from __future__ import annotations
@@ -77,10 +79,13 @@ def padded_batch_size(rows: int, allowed: tuple[int, ...]) -> int:
 
 
 class _Task:
-    __slots__ = ("future", "inputs", "size")
+    __slots__ = ("enqueued", "future", "inputs", "run", "size")
 
-    def __init__(self, inputs: Arrays, size: int) -> None:
-        self.inputs, self.size = inputs, size
+    def __init__(self, run: Callable[[Arrays], Arrays], inputs: Arrays, size: int) -> None:
+        # The task, not the batcher, holds `run`: it references the model version, which must
+        # be freed once the version is unloaded and its last request has finished.
+        self.run, self.inputs, self.size = run, inputs, size
+        self.enqueued = time.monotonic()
         self.future: concurrent.futures.Future = concurrent.futures.Future()
 
 
@@ -97,7 +102,6 @@ class Batcher:
         self.config = config
         self._condition = threading.Condition()
         self._queues: dict[object, _Queue] = {}
-        self._runners: dict[object, Callable[[Arrays], Arrays]] = {}
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
@@ -114,6 +118,8 @@ class Batcher:
                 f"Task size {size} is larger than maximum input batch size "
                 f"{self.config.max_batch_size}"
             )
+        if size == 0:  # nothing to merge, and no row to pad with
+            return run(inputs)
         if size > self.config.max_batch_size:
             parts = [
                 {k: v[start : start + self.config.max_batch_size] for k, v in inputs.items()}
@@ -121,7 +127,7 @@ class Batcher:
             ]
             results = [self.submit(key, run, part) for part in parts]
             return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-        task = _Task(inputs, size)
+        task = _Task(run, inputs, size)
         with self._condition:
             if self._closed:
                 raise unavailable("Batch scheduler is shutting down")
@@ -133,7 +139,6 @@ class Batcher:
                 )
             queue.tasks.append(task)
             queue.rows += size
-            self._runners[key] = run
             self._condition.notify()
         return task.future.result()
 
@@ -142,7 +147,7 @@ class Batcher:
             self._closed = True
             self._condition.notify_all()
 
-    def _take_batch(self) -> tuple[Callable, list[_Task]] | None:
+    def _take_batch(self) -> list[_Task] | None:
         timeout = self.config.batch_timeout_micros / 1e6
         with self._condition:
             while True:
@@ -152,9 +157,10 @@ class Batcher:
                         return None
                     self._condition.wait()
                     continue
-                # The queue whose head has waited longest goes first.
+                # The queue whose head has waited longest goes first; the timeout counts from
+                # the head's arrival, not from when a batch thread became free.
                 key, queue = ready[0]
-                deadline = time.monotonic() + timeout
+                deadline = queue.tasks[0].enqueued + timeout
                 while queue.rows < self.config.max_batch_size and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -180,22 +186,39 @@ class Batcher:
                     del self._queues[key]
                     if queue.tasks:
                         self._queues[key] = queue
-                return self._runners[key], batch
+                return batch
 
     def _work(self) -> None:
         while True:
-            taken = self._take_batch()
-            if taken is None:
+            batch = self._take_batch()
+            if batch is None:
                 return
-            run, batch = taken
-            sizes = [task.size for task in batch]
-            padded = padded_batch_size(sum(sizes), self.config.allowed_batch_sizes)
-            try:
-                outputs = run(merge_inputs([task.inputs for task in batch], padded))
-                parts = split_outputs(outputs, sizes, padded)
-            except BaseException as error:  # every waiting caller must hear about it
-                for task in batch:
-                    task.future.set_exception(error)
-                continue
-            for task, part in zip(batch, parts, strict=True):
-                task.future.set_result(part)
+            self._answer(batch)
+            del batch  # no reference to the tasks (and their model) while waiting for the next
+
+    def _answer(self, batch: list[_Task]) -> None:
+        try:
+            parts = self._run_batch(batch)
+        except BaseException as error:  # every waiting caller must hear about it
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+                return
+            for task in batch:  # find the culprit: each task alone gets its own answer
+                self._run_alone(task)
+            return
+        for task, part in zip(batch, parts, strict=True):
+            task.future.set_result(part)
+
+    def _run_batch(self, batch: list[_Task]) -> list[Arrays]:
+        sizes = [task.size for task in batch]
+        padded = padded_batch_size(sum(sizes), self.config.allowed_batch_sizes)
+        outputs = batch[0].run(merge_inputs([task.inputs for task in batch], padded))
+        return split_outputs(outputs, sizes, padded)
+
+    def _run_alone(self, task: _Task) -> None:
+        try:
+            (part,) = self._run_batch([task])
+        except BaseException as error:
+            task.future.set_exception(error)
+        else:
+            task.future.set_result(part)

@@ -106,6 +106,10 @@ def _handled(api: str):
             except ServingError as error:
                 status = error.code.name
                 context.abort(grpc.StatusCode[error.code.name], error.message)
+            except Exception as error:  # a bug: UNKNOWN, as grpc answers, and counted so
+                status = Code.UNKNOWN.name
+                log("request_failed", level="error", api=api, error=repr(error))
+                context.abort(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
             finally:
                 if model:
                     self.metrics.request(

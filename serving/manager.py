@@ -15,6 +15,7 @@ import gc
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_missing: set[str] = set()
+        # Unloaded servables whose memory gc.freeze() may hold: [weak reference, collected once].
+        self._unloaded: list[list] = []
+        self._gc_lock = threading.Lock()  # a concurrent gc.collect() would return at once
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -161,19 +165,28 @@ class ModelManager:
 
     # ---- polling, loading, unloading ---------------------------------------------------------
 
-    def poll(self) -> None:
+    def poll(self, names: list[str] | None = None) -> None:
+        """Bring the given models (default: all) in line with their folders and policies."""
         with self._lock:
-            names = set(self._configs) | set(self._records)
-            for name in names:
-                self._poll_model(name)
+            configs = dict(self._configs)
+            wanted = set(configs) | set(self._records) if names is None else set(names)
+        # List folders without the lock: on a slow (network) file system, requests resolving
+        # their servable must not wait for a listing.
+        listings = {name: list_versions(configs[name].base_path) for name in wanted & set(configs)}
+        with self._lock:
+            for name in wanted:
+                config = self._configs.get(name)
+                if config is not None and config is not configs.get(name):
+                    listings[name] = list_versions(config.base_path)  # changed meanwhile
+                self._poll_model(name, listings.get(name, []))
+        self._free_unloaded()
 
-    def _poll_model(self, name: str) -> None:
+    def _poll_model(self, name: str, on_disk: list[int]) -> None:
         config = self._configs.get(name)
         records = self._records.setdefault(name, {})
         if config is None:
             aspired: set[int] = set()
         else:
-            on_disk = list_versions(config.base_path)
             if not on_disk and name not in self._warned_missing:
                 self._warned_missing.add(name)
                 log("no_versions_found", level="warning", model=name, base_path=config.base_path)
@@ -210,9 +223,9 @@ class ModelManager:
             # TensorFlow and a loaded model leave hundreds of thousands of long-lived objects.
             # Parsing one REST body allocates ~50k lists, which triggers full collections that
             # walk all of them (~140 ms each, every other request). Freezing moves the
-            # long-lived objects out of the collector's reach.
-            gc.collect()
-            gc.freeze()
+            # long-lived objects out of the collector's reach (unfreezing first lets this
+            # collection also free what earlier unloads left).
+            self._collect_and_freeze()
         except ServingError as error:
             self._fail(name, record, error)
         except Exception as error:  # a broken model must never take the server down
@@ -229,8 +242,7 @@ class ModelManager:
             with self._lock:
                 self._pending.pop((name, record.version), None)
         if not self._stop.is_set():
-            with self._lock:
-                self._poll_model(name)
+            self.poll([name])
 
     def _fail(self, name: str, record: VersionRecord, error: ServingError) -> None:
         with self._lock:
@@ -244,9 +256,41 @@ class ModelManager:
         self._set_state(name, record, UNLOADING)
         servable, record.servable = record.servable, None
         # In-flight requests hold their own reference; the servable is freed after them.
+        try:
+            self._unloaded.append([weakref.ref(servable), False])
+        except TypeError:  # not weakly referenceable: collect once
+            self._unloaded.append([lambda: None, False])
         del servable
         self._set_state(name, record, END)
         log("version_unloaded", model=name, version=record.version)
+
+    def _free_unloaded(self) -> None:
+        """Give unloaded versions' memory back despite gc.freeze().
+
+        The freeze after each load put the version's objects in the permanent generation; its
+        reference cycles (TensorFlow's function graphs, trackables) are freed only by a
+        collection after gc.unfreeze(). One collection runs right after the unload; a version
+        still held by requests in flight then gets one more once they have let it go. Runs
+        outside the lock: a full collection takes a while and requests must keep resolving.
+        """
+        with self._lock:
+            released = {id(entry) for entry in self._unloaded if entry[0]() is None}
+            fresh = [entry for entry in self._unloaded if not entry[1]]
+        if not released and not fresh:
+            return
+        self._collect_and_freeze()
+        with self._lock:
+            for entry in fresh:
+                entry[1] = True
+            # Only entries already released before this collection are done with; one that
+            # was let go meanwhile gets the next collection.
+            self._unloaded = [entry for entry in self._unloaded if id(entry) not in released]
+
+    def _collect_and_freeze(self) -> None:
+        with self._gc_lock:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     def _set_state(self, name: str, record: VersionRecord, state: str) -> None:
         record.state = state

@@ -94,7 +94,7 @@ class Metrics:
                 cumulative = 0
                 for bound, count in zip(BUCKETS, hist.counts, strict=True):
                     cumulative += count
-                    bucket = labels((*names, "le"), (*key, _number(bound)))
+                    bucket = labels((*names, "le"), (*key, _bucket_limit(bound)))
                     lines.append(f"{name}_bucket{bucket} {cumulative}")
                 lines.append(f"{name}_bucket{labels((*names, 'le'), (*key, '+Inf'))} {hist.total}")
                 lines.append(f"{name}_sum{labels(names, key)} {_number(hist.sum)}")
@@ -144,6 +144,12 @@ class Metrics:
 
 def _escape(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _bucket_limit(value: float) -> str:
+    # TF Serving's exporter writes limits with absl::StrCat (six significant digits), so
+    # selectors such as le="58.32" match the same series on both servers.
+    return format(value, ".6g")
 
 
 def _number(value: float) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from serving import restjson
 from serving.dataplane import DataPlane, RequestSpec
 from serving.errors import Code, ServingError, invalid_argument
+from serving.logs import log
 from serving.metrics import Metrics
 
 PREDICT_PATH = re.compile(
@@ -103,6 +104,9 @@ class RestApi:
             return await self._dispatch(request, path)
         except ServingError as error:
             return error_response(error)
+        except Exception as error:  # a bug must still answer in TF Serving's error format
+            log("request_failed", level="error", path=path, error=repr(error))
+            return error_response(ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}"))
 
     async def _dispatch(self, request: Request, path: str) -> Response:
         method = request.method
@@ -163,6 +167,9 @@ class RestApi:
             return error_response(ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded"))
         except ServingError as error:
             status = error.code.name
+            raise
+        except Exception:
+            status = Code.UNKNOWN.name
             raise
         finally:
             self.metrics.request(

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import orjson
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.servable import TensorSpec, dtype_name
 
 ROW, COLUMNAR = "row", "columnar"
@@ -80,6 +80,8 @@ def parse_body(body: bytes) -> dict:
             raise invalid_argument(
                 f"JSON Parse error: {error.msg} at offset: {error.pos}"
             ) from None
+        except RecursionError:  # past orjson's 1024 levels; no tensor nests that deep
+            raise invalid_argument("JSON Parse error: Nesting is too deep") from None
         except UnicodeDecodeError as error:
             raise invalid_argument(
                 f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
@@ -197,6 +199,14 @@ def _fill(value, level: int, shape: list[int], spec: TensorSpec, out: list) -> N
 _FAST_TYPES = {"i": {int}, "u": {int}, "f": {int, float}, "b": {bool}, "O": {str}}
 
 
+def _integers(values, spec: TensorSpec) -> np.ndarray:
+    """Python ints (already within _int_range) as the spec's integer dtype. Types narrower
+    than the JSON int32 they are read as wrap around (-1 -> 255 for uint8), as a TensorProto's
+    int_val does in TF Serving."""
+    wide = np.uint64 if spec.dtype == np.uint64 else np.int64
+    return np.array(values, dtype=wide).astype(spec.dtype)
+
+
 def decode_tensor(value, spec: TensorSpec) -> np.ndarray:
     """A (nested) JSON value to an array of the spec's dtype, or TF Serving's error."""
     shape = _dense_shape(value)
@@ -208,15 +218,14 @@ def decode_tensor(value, spec: TensorSpec) -> np.ndarray:
     if objects is not None and list(objects.shape) == shape:
         flat = objects.ravel()
         types = set(map(type, flat))
-        if types <= _FAST_TYPES[spec.dtype.kind]:
+        if types <= _FAST_TYPES.get(spec.dtype.kind, set()):
             if spec.dtype == object:
                 return np.array([s.encode("utf-8") for s in flat], dtype=object).reshape(shape)
             if spec.dtype.kind in "iu":
                 low, high = _int_range(spec)
                 # Out-of-range values fall through to the slow path, which names them.
                 if not flat.size or (low <= min(flat) and max(flat) <= high):
-                    wide = np.int64 if spec.dtype.kind == "i" else np.uint64
-                    return np.array(flat.tolist(), dtype=wide).astype(spec.dtype).reshape(shape)
+                    return _integers(flat.tolist(), spec).reshape(shape)
             elif spec.dtype.kind == "f":
                 numbers = np.array(flat.tolist(), dtype=np.float64)
                 if spec.dtype != np.float32 or _lossless_float32(flat, numbers):
@@ -225,6 +234,8 @@ def decode_tensor(value, spec: TensorSpec) -> np.ndarray:
                 return np.array(flat.tolist(), dtype=spec.dtype).reshape(shape)
     values: list = []
     _fill(value, 0, shape, spec, values)
+    if spec.dtype.kind in "iu":
+        return _integers(values, spec).reshape(shape)
     return np.array(values, dtype=spec.dtype).reshape(shape)
 
 
@@ -286,9 +297,7 @@ def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
             for name, value in element.items():
                 try:
                     _add_instance_item(value, name, specs, columns, shapes)
-                except Exception as error:
-                    if not hasattr(error, "code"):
-                        raise
+                except ServingError as error:
                     raise invalid_argument(
                         f"Failed to process element: {index} key: {name} of 'instances' list. "
                         f"Error: {_status_text(error)}"
@@ -306,9 +315,7 @@ def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
             name = next(iter(specs))
             try:
                 _add_instance_item(element, name, specs, columns, shapes)
-            except Exception as error:
-                if not hasattr(error, "code"):
-                    raise
+            except ServingError as error:
                 raise invalid_argument(
                     f"Failed to process element: {index} of 'instances' list. Error: "
                     f"{_status_text(error)}"

@@ -7,7 +7,7 @@ TF2/Keras 3 exports and TF1 graph SavedModels alike.
 
 from __future__ import annotations
 
-import threading
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +103,24 @@ def _to_numpy(value) -> np.ndarray:
     return array if isinstance(array, np.ndarray) else np.asarray(array)
 
 
+# Lines that tf.function errors put before the failing op's own message.
+_GRAPH_ERROR_PREAMBLE = ("Detected at node", "<stack traces unavailable>", "Node:")
+
+
 def _first_line(error: Exception) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    """The error's message in one line: for a failed op, the op's own message (the text TF
+    Serving answers), not tf.function's "Graph execution error:" preamble."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    lines = text.splitlines()
+    if lines and lines[0].startswith("Graph execution error"):
+        for line in lines[1:]:
+            if (
+                line.strip()
+                and not line[0].isspace()
+                and not line.startswith(_GRAPH_ERROR_PREAMBLE)
+            ):
+                return re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
+    return lines[0] if lines else type(error).__name__
 
 
 def _code_of(error):
@@ -180,7 +195,6 @@ class LoadedVersion:
         for key, signature_def in self.signature_defs.items():
             if key in functions:
                 self.signatures[key] = Signature(key, signature_def, functions[key])
-        self._lock = threading.Lock()
 
     def signature(self, name: str) -> Signature:
         key = name or DEFAULT_SIGNATURE
@@ -190,7 +204,3 @@ class LoadedVersion:
 
             raise failed_precondition(f'Serving signature key "{key}" not found.')
         return signature
-
-    def release(self) -> None:
-        self.signatures.clear()
-        self._loaded = None

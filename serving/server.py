@@ -94,8 +94,10 @@ def _run(options: Options) -> int:
     dataplane_holder.append(dataplane)
 
     stop = threading.Event()
+    received: list[str] = []
 
     def on_signal(number, frame) -> None:
+        received.append(signal.Signals(number).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -134,8 +136,7 @@ def _run(options: Options) -> int:
         exit_code = _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc)
     else:
         stop.wait()
-        log("shutdown_started", signal="SIGTERM/SIGINT")
-        stop_grpc().wait()
+        log("shutdown_started", signal=received[0])
 
     log("shutdown_draining")
     stop_grpc().wait()

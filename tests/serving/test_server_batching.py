@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from serving.batching import (
     split_outputs,
 )
 from serving.config import BatchingConfig
-from serving.errors import ServingError
+from serving.errors import Code, ServingError
 
 
 def test_merge_and_split_round_trip():
@@ -94,4 +97,90 @@ def test_large_batch_splitting():
     batcher = Batcher(config)
     out = batcher.submit("m", lambda inputs: {"y": inputs["x"] + 1}, {"x": np.arange(10)})
     np.testing.assert_array_equal(out["y"], np.arange(10) + 1)
+    batcher.close()
+
+
+def _submit_together(batcher: Batcher, run, requests: list[np.ndarray]) -> dict[int, object]:
+    """Submit all requests at once from separate threads; index -> output or the exception."""
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def call(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = batcher.submit("m", run, {"x": requests[index]})["y"]
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_one_bad_request_in_a_merged_batch_fails_alone():
+    calls: list[int] = []
+
+    def run(inputs):  # like decoding images: one bad row fails the whole call
+        calls.append(inputs["x"].shape[0])
+        if np.any(inputs["x"] < 0):
+            raise ServingError(Code.INVALID_ARGUMENT, "Unknown image file format.")
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(BatchingConfig(max_batch_size=64, batch_timeout_micros=300_000,
+                                     num_batch_threads=1))  # fmt: skip
+    requests = [np.array([i, i + 1]) for i in range(5)] + [np.array([-1])]
+    results = _submit_together(batcher, run, requests)
+    batcher.close()
+    assert max(calls) > 2, f"the requests were never merged: {calls}"
+    for index, request in enumerate(requests[:-1]):
+        np.testing.assert_array_equal(results[index], request * 2)
+    assert isinstance(results[5], ServingError)
+    assert results[5].code == Code.INVALID_ARGUMENT
+
+
+def test_the_batcher_does_not_keep_a_finished_model_alive():
+    class Version:  # stands in for an unloaded model version whose last request has finished
+        def run(self, inputs):
+            return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(BatchingConfig(max_batch_size=8))
+    version = Version()
+    batcher.submit("m", version.run, {"x": np.arange(3)})
+    reference = weakref.ref(version)
+    del version
+    gc.collect()
+    batcher.close()
+    assert reference() is None, "the batcher still references the version's run function"
+
+
+def test_batch_timeout_counts_from_the_first_request_not_from_a_free_thread():
+    started = threading.Event()
+
+    def slow(inputs):
+        started.set()
+        time.sleep(1.0)
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(BatchingConfig(max_batch_size=64, batch_timeout_micros=1_000_000,
+                                     num_batch_threads=1))  # fmt: skip
+    first = threading.Thread(target=batcher.submit, args=("a", slow, {"x": np.zeros(1)}))
+    first.start()
+    started.wait(5)  # the only batch thread is busy for 1 s; "b" arrives now
+    begin = time.monotonic()
+    batcher.submit("b", lambda inputs: {"y": inputs["x"]}, {"x": np.zeros(1)})
+    waited = time.monotonic() - begin
+    first.join(5)
+    batcher.close()
+    # "b" arrived 1 s before the thread was free: its timeout has passed and it runs at once
+    # (about 1 s), not after another full timeout (about 2 s).
+    assert waited < 1.6, f"waited {waited:.2f} s"
+
+
+def test_an_empty_request_is_answered_even_with_padding():
+    batcher = Batcher(BatchingConfig(max_batch_size=8, allowed_batch_sizes=(4, 8)))
+    out = batcher.submit("m", lambda inputs: {"y": inputs["x"] * 2}, {"x": np.zeros((0, 3))})
+    assert out["y"].shape == (0, 3)
     batcher.close()

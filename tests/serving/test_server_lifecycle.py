@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
+from base64 import b64encode
 from pathlib import Path
 
 import grpc
@@ -192,8 +194,10 @@ def test_hot_swap_failed_load_reload_and_metrics(tmp_path, shared, contract_vers
 
 
 def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions, test_digits):
-    """Requests wait 2 s in the batching queue; SIGTERM arrives meanwhile; all succeed."""
+    """Requests wait 2 s in the batching queue; SIGTERM arrives meanwhile; all are answered.
+    A bad PNG merged into the same batch as good ones fails alone."""
     import tensorflow as tf
+    from PIL import Image
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     base = tmp_path / MODEL
@@ -209,6 +213,17 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions
             results.append(f"REST {reply.status_code}")
         except requests.RequestException as error:
             results.append(repr(error))
+
+    def png_call(url: str, data: bytes) -> None:
+        body = {"signature_name": "serving_bytes", "instances": [{"b64": b64encode(data).decode()}]}
+        try:
+            reply = requests.post(url, json=body, timeout=30)
+            results.append(f"PNG {reply.status_code} {reply.json().get('error', '')}")
+        except requests.RequestException as error:
+            results.append(repr(error))
+
+    buffer = io.BytesIO()
+    Image.fromarray(test_digits[0, ..., 0]).save(buffer, format="PNG")
 
     def grpc_call(target: str) -> None:
         request = predict_pb2.PredictRequest()
@@ -234,6 +249,10 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions
         threads += [
             threading.Thread(target=grpc_call, args=(server.grpc_target,)) for _ in range(2)
         ]
+        threads += [
+            threading.Thread(target=png_call, args=(url, data))
+            for data in (buffer.getvalue(), b"not an image", buffer.getvalue())
+        ]
         for thread in threads:
             thread.start()
         time.sleep(0.7)
@@ -241,6 +260,9 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions
         for thread in threads:
             thread.join(30)
         assert server.process.wait(timeout=30) == 0, server.log()[-3000:]
-    assert sorted(results) == sorted(["REST 200"] * 3 + ["gRPC OK"] * 2), results
+    failed = [result for result in results if result.startswith("PNG 400")]
+    assert len(failed) == 1 and "Unknown image file format." in failed[0], results
+    answered = sorted(result for result in results if result not in failed)
+    assert answered == sorted(["REST 200"] * 3 + ["gRPC OK"] * 2 + ["PNG 200 "] * 2), results
     assert "event=shutdown_started signal=SIGTERM" in server.log()
     assert "event=server_stopped exit_code=0" in server.log()

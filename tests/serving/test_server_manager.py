@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,71 @@ def test_config_file_watcher_applies_changes_and_survives_bad_files(base, tmp_pa
     watcher.check()
     assert manager.resolve("m", label="stable").version == 2
     manager.stop()
+
+
+def test_unloaded_versions_are_freed_despite_gc_freeze(base):
+    """The manager freezes the collector after each load; an unloaded version's reference
+    cycles (a loaded SavedModel is full of them) must still be freed."""
+
+    class Graph:  # like TensorFlow's loaded objects: only a collection frees a cycle
+        def __init__(self) -> None:
+            self.cycle = self
+
+    references: dict[int, weakref.ref] = {}
+
+    def load(name: str, version: int, path: Path) -> FakeServable:
+        servable = FakeServable(name, version)
+        servable.graph = Graph()
+        references[version] = weakref.ref(servable.graph)
+        return servable
+
+    make_versions(base, 1)
+    manager = manager_for(base, load)
+    try:
+        manager.start()
+        make_versions(base, 2)
+        manager.poll()
+        manager.wait_for_pending()
+        assert states(manager) == {1: "END", 2: "AVAILABLE"}
+        assert references[1]() is None, "version 1 is unloaded but its memory is never freed"
+        in_flight = manager.resolve("m")  # a request still running on version 2
+        make_versions(base, 3)
+        manager.poll()
+        manager.wait_for_pending()
+        assert states(manager)[2] == "END"
+        del in_flight  # the request finishes after the unload
+        manager.poll()
+        assert references[2]() is None, "version 2 was not freed after its last request"
+    finally:
+        manager.stop()
+        gc.unfreeze()
+
+
+def test_requests_do_not_wait_for_a_slow_folder_listing(base, monkeypatch):
+    import serving.manager
+
+    make_versions(base, 1)
+    manager = manager_for(base, FakeLoader())
+    manager.start()
+    listing, release = threading.Event(), threading.Event()
+    real_list_versions = serving.manager.list_versions
+
+    def slow_list_versions(path: str) -> list[int]:  # a network file system taking its time
+        listing.set()
+        release.wait(10)
+        return real_list_versions(path)
+
+    monkeypatch.setattr(serving.manager, "list_versions", slow_list_versions)
+    poller = threading.Thread(target=manager.poll)
+    poller.start()
+    try:
+        assert listing.wait(5)
+        resolved: list[int] = []
+        resolver = threading.Thread(target=lambda: resolved.append(manager.resolve("m").version))
+        resolver.start()
+        resolver.join(2)
+        assert resolved == [1], "resolve() waited for the poll's folder listing"
+    finally:
+        release.set()
+        poller.join(10)
+        manager.stop()

@@ -27,6 +27,9 @@ def test_request_counts_latency_histogram_and_states():
     assert found[f":tensorflow:serving:request_latency_sum{{{key}}}"] == 2050
     # Cumulative buckets: 50 us falls in le=58.32 (10 * 1.8^3), 2000 us in le=3400.56...
     assert found[f':tensorflow:serving:request_latency_bucket{{{key},le="10"}}'] == 0
+    # Limits as TF Serving's exporter writes them (six significant digits).
+    assert found[f':tensorflow:serving:request_latency_bucket{{{key},le="58.32"}}'] == 1
+    assert found[f':tensorflow:serving:request_latency_bucket{{{key},le="1.47476e+09"}}'] == 2
     assert found[f':tensorflow:serving:request_latency_bucket{{{key},le="+Inf"}}'] == 2
     counts = [
         value

@@ -144,3 +144,21 @@ def test_examples_for_classify_and_regress():
         restjson.decode_examples({"examples": []})
     with pytest.raises(ServingError, match="Unexpected element type in feature: x"):
         restjson.decode_examples({"examples": [{"x": [1.5, "a"]}]})
+
+
+def test_narrow_integers_wrap_like_tf_serving_instead_of_crashing():
+    # uint8 is read as a JSON int32 and stored through int_val: -1 becomes 255, 300 becomes 44.
+    inputs, _ = decode({"inputs": [[[-1, 300], [0, 255]]]}, {"images": IMAGES})
+    assert inputs["images"].dtype == np.uint8
+    assert inputs["images"].tolist() == [[[255, 44], [0, 255]]]
+    named, _ = decode({"instances": [{"images": [[-1, 0], [0, 0]]}]}, {"images": IMAGES})
+    assert named["images"][0, 0, 0] == 255
+    spec = TensorSpec("x", np.dtype(np.uint8), 4, None)
+    with pytest.raises(ServingError, match="is not of expected type: uint8"):
+        restjson.decode_tensor([-1, 1.5], spec)
+
+
+def test_deeply_nested_json_is_a_parse_error():
+    with pytest.raises(ServingError, match="JSON Parse error") as caught:
+        restjson.parse_body(b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert caught.value.http_status == 400
