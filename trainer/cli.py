@@ -272,9 +272,14 @@ def export_images_command(
             channels=channels, test_split=test_split, seed=seed, download=download,
         )  # fmt: skip
         images, labels = data.split(split)
+    except DatasetError as error:
+        raise fail(str(error)) from None
+    try:
         written = export_images(images, labels, data.class_names, out, limit=limit)
     except DatasetError as error:
         raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"--out {out}: cannot write ({error})") from None
     total = sum(written.values())
     typer.echo(
         f"wrote {total} PNGs of {data.name} {split} into {out} "

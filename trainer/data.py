@@ -18,6 +18,8 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,12 +121,13 @@ class Dataset:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (gzipped or not) of unsigned bytes, as the MNIST files are."""
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
     try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
         with gzip.open(path, "rb") if gzipped else open(path, "rb") as stream:
             data = stream.read()
-    except (OSError, EOFError) as error:
+    # A corrupt gzip body raises zlib.error, which is not an OSError.
+    except (OSError, EOFError, zlib.error) as error:
         raise DatasetError(f"{path}: cannot read ({error})") from error
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DatasetError(f"{path}: not an IDX file (bad magic number)")
@@ -213,6 +216,8 @@ def _class_names(
         return tuple(given)
     if names_file.is_file():
         return tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+    if not any(len(split) for split in labels):
+        raise DatasetError(f"no labels to count classes from, and no {names_file}")
     count = max(int(split.max()) for split in labels if len(split)) + 1
     return tuple(str(index) for index in range(count))
 
@@ -230,17 +235,24 @@ def load_npz(
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file (expected a .npz with x_train, y_train, ...)")
+    # Arrays are decompressed on access, so corruption can surface at any of these steps.
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except unreadable as error:
         raise DatasetError(f"{path}: not a readable .npz ({error})") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DatasetError(f"{path}: a single array, not a .npz with x_train, y_train, ...")
     with archive:
         missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in archive]
         if missing:
             raise DatasetError(f"{path}: missing arrays {missing} (has {sorted(archive.files)})")
-        arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
-        if class_names is None and "class_names" in archive:
-            class_names = [str(value) for value in archive["class_names"]]
+        try:
+            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+            if class_names is None and "class_names" in archive:
+                class_names = [str(value) for value in archive["class_names"]]
+        except unreadable as error:
+            raise DatasetError(f"{path}: not a readable .npz ({error})") from error
     for key in ("x_train", "x_test"):
         arrays[key] = _as_uint8_images(arrays[key], f"{path}:{key}")
     for key in ("y_train", "y_test"):

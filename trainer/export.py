@@ -85,10 +85,38 @@ def write_saved_model(
     def classify_pixels(images):
         return outputs(model(tf.cast(images, tf.float32), training=False))
 
+    def decode_native(encoded):
+        # TensorFlow's BMP and GIF decoders refuse channels=1, so decode those as they are and
+        # convert as Pillow does in training: alpha dropped, gray by ITU-R 601 luma.
+        image = tf.io.decode_image(encoded, expand_animations=False)
+        have = tf.shape(image)[-1]
+        if channels == 1:
+            return tf.cond(
+                have >= 3,
+                lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+                lambda: image[..., :1],
+            )
+        return tf.cond(
+            have >= 3,
+            lambda: image[..., :3],
+            lambda: tf.image.grayscale_to_rgb(image[..., :1]),
+        )
+
     def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        # Resizing an image that already has the target size leaves its pixels unchanged.
-        image = tf.image.resize(image, (height, width))
+        if channels in (1, 3):
+            header = tf.strings.substr(encoded, 0, 3)
+            bmp_or_gif = tf.logical_or(tf.strings.substr(header, 0, 2) == b"BM", header == b"GIF")
+            image = tf.cond(
+                bmp_or_gif,
+                lambda: decode_native(encoded),
+                lambda: tf.io.decode_image(encoded, channels=channels, expand_animations=False),
+            )
+        else:
+            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.ensure_shape(image, (None, None, channels))
+        # Antialiased bilinear, like Pillow's resize that prepared the training images, so
+        # large inputs are averaged rather than sampled. Same-size images keep their pixels.
+        image = tf.image.resize(image, (height, width), antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
     def classify_bytes(image_bytes):

@@ -49,7 +49,17 @@ def versions(base: Path) -> list[int]:
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "unknown"
+    """Where a pid means this process table: the host name plus the pid namespace.
+
+    Containers sharing the host's network (and so its host name) have their own pid numbers;
+    without the namespace, one of them could take another's live staging folder for stale.
+    """
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "unknown"
+    return f"{host}.{namespace}" if namespace else host
 
 
 def _staging_name() -> str:
@@ -142,7 +152,7 @@ def publish(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    pruned = prune(base, keep) if keep is not None else []
+    pruned = prune(base, keep, protect=version) if keep is not None else []
     return Published(version, base / str(version), tuple(pruned), tuple(cleaned))
 
 
@@ -163,16 +173,18 @@ def _rename_to_next_version(base: Path, staging: Path) -> int:
         version += 1
 
 
-def prune(base: Path, keep: int) -> list[int]:
-    """Delete all but the newest `keep` versions; return the deleted version numbers.
+def prune(base: Path, keep: int, protect: int | None = None) -> list[int]:
+    """Delete all but the newest `keep` versions, never `protect`; return the deleted numbers.
 
+    `protect` is the caller's own new version: a concurrent publisher may have renamed a newer
+    one into place meanwhile, which must not make this publish delete what it just wrote.
     Each old version is first renamed to a hidden name (atomic, so TF Serving sees it vanish in
     one step) and only then deleted file by file.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     existing = versions(base)
-    doomed = existing[:-keep] if len(existing) > keep else []
+    doomed = [version for version in existing[:-keep] if version != protect]
     for version in doomed:
         hidden = base / f"{DELETING_PREFIX}{version}-{secrets.token_hex(4)}"
         try:

@@ -272,6 +272,8 @@ def _tensorboard_callback(log_dir: Path):
 def run(config: TrainConfig) -> RunResult:
     """Train, evaluate, write reports to `config.run_dir`, and publish when a repo is given."""
     config.validate()
+    if config.model_repo is not None:
+        _check_writable(Path(config.model_repo) / config.model_name)
     started = time.monotonic()
     dataset = data_module.load_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
@@ -420,14 +422,23 @@ def run(config: TrainConfig) -> RunResult:
             dataset, config.model, metrics, parameters, library_versions(), model.count_params()
         )
         warmup = export.warmup_images(dataset.test_images, dataset.test_labels)
-        published = publish.publish(
-            Path(config.model_repo) / config.model_name,
-            write=lambda folder: export.write_saved_model(
-                model, folder, dataset.class_names, config.model_name, info, warmup
-            ),
-            keep=config.keep,
-            validate=export.check_complete,
-        )
+        base = Path(config.model_repo) / config.model_name
+        try:
+            published = publish.publish(
+                base,
+                write=lambda folder: export.write_saved_model(
+                    model, folder, dataset.class_names, config.model_name, info, warmup
+                ),
+                keep=config.keep,
+                validate=export.check_complete,
+            )
+        except OSError as error:
+            write_metrics()
+            raise RunError(
+                f"publishing into {base} failed ({error}); nothing published, the trained "
+                f"model is in {checkpoint}",
+                exit_code=1,
+            ) from error
         metrics.update(version=published.version, published=True)
         result.version, result.version_path = published.version, published.path
         result.pruned = list(published.pruned)
@@ -439,6 +450,16 @@ def run(config: TrainConfig) -> RunResult:
     write_metrics()
     say(f"reports: {run_dir}")
     return result
+
+
+def _check_writable(base: Path) -> None:
+    """Fail before training, not after, when the model repository cannot take a version."""
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"--model-repo: cannot create {base} ({error.strerror})") from error
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunError(f"--model-repo: {base} is not writable")
 
 
 def _parameters(config: TrainConfig, split_seed: int) -> dict:

@@ -123,6 +123,17 @@ def test_export_images_rejects_a_bad_split(tmp_path: Path) -> None:
     assert "--split 'validation': choose train or test" in result.output
 
 
+def test_export_images_into_an_unwritable_place_is_one_line(idx_dir: Path, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    result = runner.invoke(
+        app, ["export-images", "--dataset", f"idx:{idx_dir}", "--out", str(not_a_folder)]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --out {not_a_folder}: cannot write")
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.slow
 def test_mixed_precision_without_a_gpu_is_one_clear_line(idx_dir: Path, tmp_path: Path) -> None:
     from trainer_helpers import run_python

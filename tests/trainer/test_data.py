@@ -49,6 +49,19 @@ def test_read_idx_rejects_bad_magic_and_truncation(tmp_path: Path) -> None:
         data.read_idx(floats)
 
 
+def test_read_idx_corrupt_gzip_or_a_folder_is_one_clear_error(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 255, (300, 28, 28), dtype=np.uint8)
+    path = write_idx(tmp_path / "noise-idx3-ubyte", images)
+    damaged = bytearray(path.read_bytes())
+    for position in range(40, len(damaged) - 20, 97):
+        damaged[position] ^= 0x5A
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match=r"cannot read .*Error -3"):
+        data.read_idx(path)
+    with pytest.raises(DatasetError, match="cannot read"):
+        data.read_idx(tmp_path)
+
+
 def test_load_idx_pairs_images_with_labels(idx_dir: Path) -> None:
     dataset = data.load_idx(idx_dir)
     assert dataset.input_shape == (8, 8, 1)
@@ -114,6 +127,37 @@ def test_load_npz_errors(tmp_path: Path) -> None:
         data.load_npz(floats)
     with pytest.raises(DatasetError, match="no such file"):
         data.load_npz(tmp_path / "absent.npz")
+
+
+def test_load_npz_corrupt_or_odd_files_are_one_clear_error(tmp_path: Path) -> None:
+    def arrays(x_train):
+        return {
+            "x_train": x_train, "y_train": np.zeros(len(x_train), np.int64),
+            "x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.zeros(2, np.int64),
+        }  # fmt: skip
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez_compressed(corrupt, **arrays(noise))
+    damaged = bytearray(corrupt.read_bytes())
+    for position in range(200, 5000, 50):
+        damaged[position] ^= 0x33
+    corrupt.write_bytes(bytes(damaged))
+    not_zip = tmp_path / "not-zip.npz"
+    not_zip.write_bytes(b"PK\x03\x04" + b"garbage" * 10)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, **arrays(np.array([None, "a"], dtype=object)))
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, **{**arrays(np.zeros((0, 28, 28), np.uint8)), "y_test": np.zeros(0, int)})
+    single = tmp_path / "single.npz"
+    np.save(single.with_suffix(".npy"), noise)
+    single.with_suffix(".npy").rename(single)
+    for path, message in [
+        (corrupt, "not a readable .npz"), (not_zip, "not a readable .npz"),
+        (objects, "not a readable .npz"), (empty, "no labels"), (single, "a single array"),
+    ]:  # fmt: skip
+        with pytest.raises(DatasetError, match=message):
+            data.load_npz(path)
 
 
 def test_load_folder_holds_out_a_stratified_test_split(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,27 @@ def test_a_number_taken_meanwhile_is_skipped(tmp_path: Path) -> None:
     assert (base / "2" / "saved_model.pb").read_text() == "theirs"
 
 
+def test_concurrent_publishers_each_get_their_own_version(tmp_path: Path) -> None:
+    base = tmp_path / "mnist"
+    count = 8
+    # Everyone finishes writing before anyone renames, so all start from the same next number.
+    barrier = threading.Barrier(count)
+
+    def publisher(index: int) -> int:
+        def write(folder: Path) -> None:
+            write_version(folder, f"publisher {index}")
+            barrier.wait(timeout=30)
+
+        return publish.publish(base, write, keep=count).version
+
+    with ThreadPoolExecutor(count) as pool:
+        numbers = list(pool.map(publisher, range(count)))
+    assert sorted(numbers) == list(range(1, count + 1))
+    for index, version in enumerate(numbers):
+        assert (base / str(version) / "saved_model.pb").read_text() == f"publisher {index}"
+    assert sorted(path.name for path in base.iterdir()) == sorted(map(str, numbers))
+
+
 def test_stale_staging_is_cleaned_but_live_and_integer_folders_are_not(tmp_path: Path) -> None:
     base = tmp_path / "mnist"
     base.mkdir()
@@ -75,14 +98,22 @@ def test_stale_staging_is_cleaned_but_live_and_integer_folders_are_not(tmp_path:
     live = base / f"{publish.STAGING_PREFIX}{os.getppid()}-cafecafe-{host}"
     foreign_old = base / f"{publish.STAGING_PREFIX}1-00000000-elsewhere"
     foreign_new = base / f"{publish.STAGING_PREFIX}1-11111111-elsewhere"
+    # Same host name, another pid namespace (a container on the host's network): its pid
+    # means nothing here, so only age can make it stale.
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    assert host.endswith(f".{namespace}")
+    other_host = f"{host.removesuffix(str(namespace))}{namespace + 1}"
+    other_namespace = base / f"{publish.STAGING_PREFIX}{dead_pid}-22222222-{other_host}"
     leftover_delete = base / f"{publish.DELETING_PREFIX}4-abcd"
-    for folder in (stale, live, foreign_old, foreign_new, leftover_delete, base / "5"):
+    folders = (stale, live, foreign_old, foreign_new, other_namespace, leftover_delete, base / "5")
+    for folder in folders:
         folder.mkdir()
     old = time.time() - publish.FOREIGN_STAGING_MAX_AGE_SECONDS - 60
     os.utime(foreign_old, (old, old))
     result = publish.publish(base, write_version)
     assert sorted(result.cleaned) == sorted([stale.name, foreign_old.name, leftover_delete.name])
     assert live.exists() and foreign_new.exists() and (base / "5").exists()
+    assert other_namespace.exists()
     assert result.version == 6
 
 
@@ -96,6 +127,29 @@ def test_keep_prunes_old_versions_never_the_newest(tmp_path: Path) -> None:
     assert publish.publish(base, write_version, keep=1).pruned == (4, 5)
     assert publish.versions(base) == [6]
     assert [path.name for path in base.iterdir()] == ["6"]
+
+
+def test_keep_never_prunes_its_own_version_when_a_racer_publishes_a_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "mnist"
+    publish.publish(base, write_version)
+    rename = publish._rename_to_next_version
+
+    def rename_then_racer_publishes(base: Path, staging: Path) -> int:
+        version = rename(base, staging)
+        # Another publisher renames version + 1 into place before this one prunes.
+        racer = base / str(version + 1)
+        racer.mkdir()
+        write_version(racer, "racer")
+        return version
+
+    monkeypatch.setattr(publish, "_rename_to_next_version", rename_then_racer_publishes)
+    result = publish.publish(base, write_version, keep=1)
+    assert result.version == 2
+    assert result.pruned == (1,)
+    assert publish.versions(base) == [2, 3]
+    assert (result.path / "saved_model.pb").is_file()
 
 
 def test_keep_below_one_is_rejected_before_writing(tmp_path: Path) -> None:

@@ -43,3 +43,16 @@ def test_run_validates_before_loading_anything(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="--keep needs --model-repo"):
         run(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unusable_model_repo_fails_before_training(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "repo-file"
+    not_a_folder.write_text("")
+    config = TrainConfig(
+        dataset="npz:/absent.npz", model_repo=not_a_folder, model_name="mnist",
+        run_dir=tmp_path / "run",
+    )  # fmt: skip
+    # A RunError rather than the data set's DatasetError: checked before anything is loaded.
+    with pytest.raises(RunError, match=r"--model-repo: cannot create .*repo-file/mnist"):
+        run(config)
+    assert not (tmp_path / "run").exists()
