@@ -150,11 +150,15 @@ def wait_until_available(
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as error:
             last = repr(error)
         time.sleep(0.3)
-    raise TimeoutError(f"{model_name} not AVAILABLE after {timeout}s (last: {last}):\n{server.log()}")
+    raise TimeoutError(
+        f"{model_name} not AVAILABLE after {timeout}s (last: {last}):\n{server.log()}"
+    )
 
 
 @contextlib.contextmanager
-def local_server(*flags: str, log_dir: Path, model_name: str | None = None) -> Iterator[ServerProcess]:
+def local_server(
+    *flags: str, log_dir: Path, model_name: str | None = None
+) -> Iterator[ServerProcess]:
     """Start `python -m serving` on free ports with tensorflow_model_server-style flags.
 
     With `model_name`, waits until that model is AVAILABLE before yielding.

@@ -95,7 +95,9 @@ def train(
         ),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Examples per gradient step.")] = 128,
+    batch_size: Annotated[
+        int, typer.Option(help="Examples per gradient step (64: the tutorial's setting).")
+    ] = 64,
     optimizer: Annotated[
         str, typer.Option(help="adam, sgd (Nesterov momentum 0.9) or rmsprop.")
     ] = "adam",

@@ -54,7 +54,7 @@ class TrainConfig:
     l2: float = 0.0
     label_smoothing: float = 0.0
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64  # the tutorial's; 0.9828 vs 0.9807 at 128 for the mlp (seed 1)
     validation_split: float = 0.2
     early_stopping: int = 0
     augment: str = "none"
