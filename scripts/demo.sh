@@ -65,8 +65,10 @@ step "training the MLP on MNIST ($epochs epochs at most) and publishing into $mo
 if [[ ! -f $images_done ]]; then
     step "writing the MNIST test set as PNG folders into $images (in the background)"
     rm -rf "$images" "$images_done"
-    ( "$python" -m trainer export-images --dataset mnist --split test --out "$images" \
-        "${data_flags[@]}" >"$run_dir/export-images.log" 2>&1 && touch "$images_done" ) &
+    # The exporter itself in the background (no subshell around it), so that cleanup's kill
+    # reaches it; the completion marker is written after `wait` below.
+    "$python" -m trainer export-images --dataset mnist --split test --out "$images" \
+        "${data_flags[@]}" >"$run_dir/export-images.log" 2>&1 &
     export_pid=$!
 fi
 
@@ -97,6 +99,7 @@ if [[ -n $export_pid ]]; then
         exit 1
     fi
     export_pid=""
+    touch "$images_done"
 fi
 
 step "scoring $images over gRPC into $preds"

@@ -243,6 +243,11 @@ def test_batch_scoring_is_an_indexed_job_over_shards(rendered, overlay):
     assert f"--shard=$(JOB_COMPLETION_INDEX)/{shards}" in args
     assert "--out=/results/preds-$(JOB_COMPLETION_INDEX).csv" in args
     assert "--server=grpc://tf-serving:8500" in args
+    # Batch results come from the promoted version, never from a canary that is merely newest;
+    # the init container waits for that same version.
+    assert "--label=stable" in args
+    (wait,) = pod_spec(job)["initContainers"]
+    assert wait["args"][0] == "wait" and "--label=stable" in wait["args"]
     # $(VAR) in args expands only for variables declared in the container's env.
     assert any(env["name"] == "JOB_COMPLETION_INDEX" for env in container["env"])
     mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}

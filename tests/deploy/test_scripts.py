@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from deploy_support import REPO_ROOT
 
@@ -70,3 +74,68 @@ def test_unknown_option_is_rejected():
     result = serve_local("start", "--bogus", "1")
     assert result.returncode == 2
     assert "unknown option --bogus" in result.stderr
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for the venv's python: training succeeds at once, the image export runs until
+# killed (recording its pid), and the server dies at start-up, so the demo fails mid-way.
+case "$*" in
+    "-m trainer train"*) exit 0 ;;
+    "-m trainer export-images"*) echo $$ > "$EXPORT_PID_FILE"; exec sleep 120 ;;
+    *) exit 1 ;;
+esac
+"""
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely an unreaped zombie (PID 1 in a container may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_failed_demo_stops_the_background_image_export(tmp_path):
+    # The demo in a scratch tree (it writes data/, runs/ and models/ next to scripts/), with a
+    # fake venv and a `docker` that answers no engine, so it takes the local-server path.
+    (tmp_path / "scripts").mkdir()
+    for name in ("demo.sh", "serve_local.sh"):
+        (tmp_path / "scripts" / name).write_bytes((REPO_ROOT / "scripts" / name).read_bytes())
+        (tmp_path / "scripts" / name).chmod(0o755)
+    for tool, text in ((".venv/bin/python", FAKE_PYTHON), ("bin/docker", "#!/bin/sh\nexit 1\n")):
+        (tmp_path / tool).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / tool).write_text(text)
+        (tmp_path / tool).chmod(0o755)
+    (tmp_path / "models" / "mnist").mkdir(parents=True)
+    export_pid_file = tmp_path / "export.pid"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(str(probe.getsockname()[1]))
+    environment = {
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+        "EXPORT_PID_FILE": str(export_pid_file),
+        "GRPC_PORT": ports[0],
+        "REST_PORT": ports[1],
+        "MNIST_DIR": "",
+    }
+    result = subprocess.run(
+        [str(tmp_path / "scripts" / "demo.sh")],
+        env=environment, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    export_pid = int(export_pid_file.read_text())
+    try:
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "the server exited during start-up" in result.stderr
+        # Give the SIGTERM a moment to land, then the exporter must be gone.
+        for _ in range(50):
+            if not alive(export_pid):
+                break
+            time.sleep(0.1)
+        assert not alive(export_pid), "the image export outlived the demo"
+        assert not (tmp_path / "data" / ".mnist-test.complete").exists()
+    finally:
+        if alive(export_pid):
+            os.kill(export_pid, signal.SIGKILL)
