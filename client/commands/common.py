@@ -11,7 +11,7 @@ import typer
 
 from client.errors import EXIT_ERROR, EXIT_USAGE, ClientError
 from client.transport import Transport, connect
-from client.types import ModelSpec
+from client.types import ModelSpec, VersionStatus
 
 
 def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
@@ -57,3 +57,17 @@ def describe(model: ModelSpec) -> str:
     if model.label is not None:
         return f"{model.name} (label {model.label})"
     return model.name
+
+
+def model_versions(transport: Transport, model: ModelSpec) -> list[VersionStatus]:
+    """The status of the versions `model` addresses: all, the one given, or the labelled one.
+
+    TF Serving's status call ignores version labels (get_model_status_impl.cc only narrows by
+    version number), so a label is resolved through the metadata call, which honours it and
+    fails (NOT_FOUND / INVALID_ARGUMENT) while the label points at no AVAILABLE version.
+    """
+    versions = transport.status(model)
+    if model.label is None:
+        return versions
+    labelled = transport.metadata(model).version
+    return [item for item in versions if item.version == labelled]

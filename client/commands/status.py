@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from client.commands.common import model_spec, open_transport, server_errors
+from client.commands.common import model_spec, model_versions, open_transport, server_errors
 from client.options import (
     DEFAULT_MODEL,
     DEFAULT_RETRIES,
@@ -40,7 +40,7 @@ def status(
     """
     spec = model_spec(model, version, label, "serving_default")
     with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
-        versions = transport.status(spec)
+        versions = model_versions(transport, spec)
     if json_output:
         rows = [
             {

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from client.commands.common import describe, fail, model_spec, open_transport
+from client.commands.common import describe, fail, model_spec, model_versions, open_transport
 from client.errors import EXIT_ERROR, ClientError
 from client.options import (
     DEFAULT_MODEL,
@@ -46,7 +46,7 @@ def wait(
         while True:
             remaining = deadline - time.monotonic()
             try:
-                versions = transport.status(spec)
+                versions = model_versions(transport, spec)
                 if any(item.state == "AVAILABLE" for item in versions):
                     ready = [str(item.version) for item in versions if item.state == "AVAILABLE"]
                     typer.echo(f"{describe(spec)} is AVAILABLE (version {', '.join(ready)})")
