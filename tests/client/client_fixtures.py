@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import io
-import socket
 import struct
 import zlib
 from collections.abc import Iterator
@@ -16,13 +14,8 @@ from pathlib import Path
 import client_fakes as fake_server
 import numpy as np
 import pytest
+from harness import free_port
 from PIL import Image
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

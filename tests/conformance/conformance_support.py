@@ -9,10 +9,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
-import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,14 +29,6 @@ ENV_REPOSITORY = "TFS_CONFORMANCE_REPOSITORY"
 def external_target() -> bool:
     """Whether the environment points the suite at a server it did not start."""
     return bool(os.environ.get(ENV_REST) or os.environ.get(ENV_GRPC))
-
-
-def shared(config: pytest.Config) -> ModuleType:
-    """tests/conftest.py as pytest loaded it (two conftest.py files cannot import each other)."""
-    module = config.pluginmanager.get_plugin(str(REPO_ROOT / "tests" / "conftest.py"))
-    if module is None:
-        raise RuntimeError("tests/conftest.py is not loaded; run pytest from the repository root")
-    return module
 
 
 def server_flags(repository: Path, *extra: str) -> list[str]:

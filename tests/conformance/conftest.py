@@ -23,14 +23,14 @@ from conformance_support import (
     Target,
     external_target,
     server_flags,
-    shared,
     wait_for_versions,
 )
+from harness import find_mnist_dir, local_server, run_python
 
 
 @pytest.fixture(scope="session")
 def conformance_repository(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The repository of make_repository.py: the external one, or generated (about 10 s)."""
     if external_target():
@@ -41,13 +41,12 @@ def conformance_repository(
                 "(the folder `python -m tests.conformance.make_repository` wrote)"
             )
         return Path(configured)
-    module = shared(pytestconfig)
     repository = tmp_path_factory.mktemp("conformance") / "repository"
     arguments = ["-m", "tests.conformance.make_repository", str(repository)]
-    mnist_dir = module._find_mnist_dir()
+    mnist_dir = find_mnist_dir()
     if mnist_dir is not None:
         arguments += ["--mnist-dir", str(mnist_dir)]
-    result = module.run_python(*arguments, timeout=300)
+    result = run_python(*arguments, timeout=300)
     if result.returncode != 0:
         pytest.fail(f"make_repository failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return repository
@@ -55,7 +54,6 @@ def conformance_repository(
 
 @pytest.fixture(scope="session")
 def target(
-    pytestconfig: pytest.Config,
     conformance_repository: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Target]:
@@ -66,9 +64,8 @@ def target(
         wait_for_versions(rest_url, {1, 2}, timeout=30)
         yield Target(rest_url, os.environ[ENV_GRPC], conformance_repository, expectations, True)
         return
-    module = shared(pytestconfig)
     log_dir = tmp_path_factory.mktemp("conformance-logs")
-    with module.local_server(
+    with local_server(
         *server_flags(conformance_repository), log_dir=log_dir, model_name=MODEL
     ) as server:
         try:

@@ -28,10 +28,10 @@ from conformance_support import (
     assert_rpc_error,
     external_target,
     packed_tensor,
-    shared,
     to_numpy,
     wait_for_versions,
 )
+from harness import local_server
 from make_repository import model_config_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -97,14 +97,13 @@ class Controlled:
 
 
 @pytest.fixture(scope="module")
-def controlled(pytestconfig, conformance_repository: Path, tmp_path_factory):
+def controlled(conformance_repository: Path, tmp_path_factory):
     if external_target():
         pytest.skip("needs control of the server (restart, repository writes); external target")
     repository = tmp_path_factory.mktemp("controlled") / "repository"
     shutil.copytree(conformance_repository, repository)
     write_atomically(repository / "models.config", labelled_config(repository, 1, 2))
     log_dir = tmp_path_factory.mktemp("controlled-logs")
-    local_server = shared(pytestconfig).local_server
     with local_server(
         *compose_flags(repository / "models.config"), log_dir=log_dir, model_name=MODEL
     ) as server:

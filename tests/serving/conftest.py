@@ -41,13 +41,3 @@ def half_plus_two(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("tf1") / "half_plus_two"
     export_half_plus_two(base / "1")
     return base
-
-
-@pytest.fixture(scope="session")
-def shared(pytestconfig: pytest.Config):
-    """tests/conftest.py as pytest loaded it: local_server(), free_port(), ..."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    module = pytestconfig.pluginmanager.get_plugin(str(path))
-    if module is None:
-        raise RuntimeError("tests/conftest.py is not loaded; run pytest from the repository root")
-    return module

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from harness import local_server
 from serving_support import publish, version_states, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -94,7 +95,7 @@ class Traffic:
             self.answered.append(version)
 
 
-def test_hot_swap_failed_load_reload_and_metrics(tmp_path, shared, contract_versions, test_digits):
+def test_hot_swap_failed_load_reload_and_metrics(tmp_path, contract_versions, test_digits):
     from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -106,7 +107,7 @@ def test_hot_swap_failed_load_reload_and_metrics(tmp_path, shared, contract_vers
     monitoring.write_text(
         'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }'
     )
-    with shared.local_server(
+    with local_server(
         f"--model_config_file={config}",
         "--file_system_poll_wait_seconds=1",
         f"--monitoring_config_file={monitoring}",
@@ -193,7 +194,7 @@ def test_hot_swap_failed_load_reload_and_metrics(tmp_path, shared, contract_vers
     assert "event=version_load_failed" in log
 
 
-def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions, test_digits):
+def test_sigterm_finishes_in_flight_requests(tmp_path, contract_versions, test_digits):
     """Requests wait 2 s in the batching queue; SIGTERM arrives meanwhile; all are answered.
     A bad PNG merged into the same batch as good ones fails alone."""
     import tensorflow as tf
@@ -236,7 +237,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, shared, contract_versions
             except grpc.RpcError as error:
                 results.append(f"gRPC {error.code()}")
 
-    with shared.local_server(
+    with local_server(
         f"--model_name={MODEL}",
         f"--model_base_path={base}",
         "--enable_batching",

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from harness import local_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -16,14 +17,14 @@ MODEL = "half_plus_two"
 
 
 @pytest.fixture(scope="module")
-def tf1_server(shared, half_plus_two, tmp_path_factory):
+def tf1_server(half_plus_two, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("tf1-server")
     batching = log_dir / "batching.config"
     batching.write_text(
         "max_batch_size { value: 64 } batch_timeout_micros { value: 20000 }"
         " num_batch_threads { value: 2 }"
     )
-    with shared.local_server(
+    with local_server(
         f"--model_name={MODEL}",
         f"--model_base_path={half_plus_two}",
         "--enable_batching=true",
