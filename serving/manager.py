@@ -35,19 +35,29 @@ class VersionRecord:
     servable: object | None = None  # a LoadedVersion once AVAILABLE
 
 
-def list_versions(base_path: str) -> list[int]:
-    """Integer-named sub-folders of `base_path` (hidden or non-integer names are skipped)."""
+def list_versions(base_path: str) -> dict[int, str]:
+    """Version number -> folder name, for the integer-named sub-folders of `base_path`.
+
+    The folder keeps its own name: TF Serving's test data (and many exporters) write versions
+    zero-padded, `00000123`, which is version 123 and is loaded from `00000123`, as
+    file_system_storage_path_source.cc does. Hidden or non-integer names are skipped. When two
+    names give the same number (`123` and `0123`), the shortest (then smallest) name wins.
+    """
     try:
         entries = os.scandir(base_path)
     except OSError:
-        return []
-    versions = []
+        return {}
+    versions: dict[int, str] = {}
     with entries:
         for entry in entries:
             name = entry.name
-            if name.isdigit() and entry.is_dir() and int(name) >= 0:
-                versions.append(int(name))
-    return sorted(versions)
+            if not (name.isascii() and name.isdigit()) or not entry.is_dir():
+                continue
+            version = int(name)
+            known = versions.get(version)
+            if known is None or (len(name), name) < (len(known), known):
+                versions[version] = name
+    return dict(sorted(versions.items()))
 
 
 class ModelManager:
@@ -178,10 +188,10 @@ class ModelManager:
                 config = self._configs.get(name)
                 if config is not None and config is not configs.get(name):
                     listings[name] = list_versions(config.base_path)  # changed meanwhile
-                self._poll_model(name, listings.get(name, []))
+                self._poll_model(name, listings.get(name, {}))
         self._free_unloaded()
 
-    def _poll_model(self, name: str, on_disk: list[int]) -> None:
+    def _poll_model(self, name: str, on_disk: dict[int, str]) -> None:
         config = self._configs.get(name)
         records = self._records.setdefault(name, {})
         if config is None:
@@ -192,7 +202,7 @@ class ModelManager:
                 log("no_versions_found", level="warning", model=name, base_path=config.base_path)
             elif on_disk:
                 self._warned_missing.discard(name)
-            aspired = config.policy.select(on_disk)
+            aspired = config.policy.select(list(on_disk))
         for version in sorted(aspired):
             record = records.get(version)
             if (name, version) in self._pending:
@@ -201,7 +211,7 @@ class ModelManager:
                 record = VersionRecord(version)
                 records[version] = record
                 self._set_state(name, record, START)
-                path = Path(config.base_path) / str(version)
+                path = Path(config.base_path) / on_disk[version]
                 self._pending[(name, version)] = self._load_pool.submit(
                     self._load, name, record, path
                 )

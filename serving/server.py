@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from serving.cli import Options
+from serving.options import Options, grpc_channel_arguments
 from serving.config import (
     ConfigError,
     ModelConfig,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from serving.cli import FlagError, parse_flags
+from serving.options import FlagError, parse_flags
 
 BASE = ["--model_base_path=/models/mnist"]
 
@@ -40,7 +40,8 @@ def test_equals_and_space_forms_and_booleans():
     ("argv", "message"),
     [
         (["--nope=1", *BASE], "unknown flag --nope"),
-        (["--grpc_socket_path=/tmp/s", *BASE], "does not support"),
+        (["--ssl_config_file=/tmp/s", *BASE], "does not support"),
+        (["--grpc_channel_arguments=grpc.keepalive", *BASE], "is not key=value"),
         (["--port=abc", *BASE], "--port takes an integer"),
         (["--enable_batching=maybe", *BASE], "takes true or false"),
         (["--port=8500"], "give --model_base_path"),

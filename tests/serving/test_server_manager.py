@@ -26,6 +26,7 @@ class FakeLoader:
         self.hold: dict[int, threading.Event] = {}
         self.fail: set[int] = set()
         self.loaded: list[int] = []
+        self.paths: list[Path] = []
 
     def __call__(self, name: str, version: int, path: Path) -> FakeServable:
         if version in self.hold:
@@ -33,6 +34,7 @@ class FakeLoader:
         if version in self.fail:
             raise ServingError(Code.DATA_LOSS, f"Can't parse {path}/saved_model.pb")
         self.loaded.append(version)
+        self.paths.append(path)
         return FakeServable(name, version)
 
 
@@ -62,8 +64,25 @@ def test_list_versions_ignores_non_integer_and_files(base):
     for name in (".staging-3", "tmp", "3a", "-4"):
         (base / name).mkdir()
     (base / "5").write_text("a file, not a version folder")
-    assert list_versions(str(base)) == [1, 2, 10]
-    assert list_versions(str(base / "missing")) == []
+    assert list_versions(str(base)) == {1: "1", 2: "2", 10: "10"}
+    assert list_versions(str(base / "missing")) == {}
+
+
+def test_zero_padded_version_folders_keep_their_name(base):
+    # TF Serving's own test data names versions 00000123 (file_system_storage_path_source.cc
+    # parses the number and keeps the folder's real path); "٣" is a digit but not ASCII.
+    for name in ("00000123", "124", "0124", "\u0663"):
+        (base / name).mkdir()
+    assert list_versions(str(base)) == {123: "00000123", 124: "124"}
+
+
+def test_zero_padded_version_is_loaded_from_its_own_folder(base):
+    (base / "00000007").mkdir()
+    loader = FakeLoader()
+    manager = manager_for(base, loader)
+    manager.start()
+    assert manager.resolve("m").version == 7
+    assert loader.paths == [base / "00000007"]
 
 
 def test_latest_policy_loads_newest_and_unloads_old(base):
@@ -284,7 +303,7 @@ def test_requests_do_not_wait_for_a_slow_folder_listing(base, monkeypatch):
     listing, release = threading.Event(), threading.Event()
     real_list_versions = serving.manager.list_versions
 
-    def slow_list_versions(path: str) -> list[int]:  # a network file system taking its time
+    def slow_list_versions(path: str) -> dict[int, str]:  # a network file system taking its time
         listing.set()
         release.wait(10)
         return real_list_versions(path)
