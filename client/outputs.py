@@ -6,6 +6,9 @@ keeps its finished rows; the worst a hard kill can leave is an unterminated last
 `--resume` drops (and the few unflushed rows are scored again).
 Rewrites (resume, final ordering) go to a temporary file in the same folder that then replaces
 the original in one rename, so the file is never seen half-rewritten.
+
+File names are written in the escaped form of `client.names.escape_name` (valid UTF-8, one line,
+lossless); `read_rows` returns that text, `PredictionWriter.done` the real names.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from client.names import escape_name, name_bytes, unescape_name
 from client.scoring import ScoredImage
 
 COLUMNS = ("path", "class_id", "class", "confidence", "top_k", "model_version", "error")
@@ -41,19 +45,34 @@ def _number(value: float) -> float:
     return float(str(np.float32(value)))
 
 
+def _text(value: str | None) -> str | None:
+    """`value`, with any lone surrogate (an undecodable byte that reached a message) escaped
+    as `\\xHH`: JSON and UTF-8 files cannot hold them."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def to_row(result: ScoredImage) -> dict:
-    """The JSON-able row of one result; `top_k` is a list of {"class_id", "confidence"}."""
+    """The JSON-able row of one result; `top_k` is a list of {"class_id", "confidence"}.
+
+    `path` is the file's name escaped by `client.names.escape_name`.
+    """
     return {
-        "path": result.path,
+        "path": escape_name(result.path),
         "class_id": result.class_id,
-        "class": result.class_name,
+        "class": _text(result.class_name),
         "confidence": None if result.confidence is None else _number(result.confidence),
         "top_k": [
             {"class_id": class_id, "confidence": _number(probability)}
             for class_id, _, probability in result.top_k
         ],
         "model_version": result.model_version,
-        "error": result.error,
+        "error": _text(result.error),
     }
 
 
@@ -77,12 +96,25 @@ def csv_values(row: dict) -> list:
     return ["" if value is None else value for value in values]
 
 
+def _needs_quotes(values: list) -> bool:
+    """True when a field holds a carriage return: with lineterminator "\\n", Python's csv writer
+    quotes fields that hold "\\n" but not "\\r", and an unquoted "\\r" ends the row for every
+    CSV reader. (Escaped names never hold one; a class name from the model might.)"""
+    return any(isinstance(value, str) and "\r" in value for value in values)
+
+
+def _write_csv_row(writer, quoting_writer, values: list) -> None:
+    (quoting_writer if _needs_quotes(values) else writer).writerow(values)
+
+
 def encode(row: dict, fmt: str) -> str:
     """One complete line (with its newline) for `row` in format `fmt`."""
     if fmt == "jsonl":
         return orjson.dumps(row).decode() + "\n"
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(csv_values(row))
+    writer = csv.writer(buffer, lineterminator="\n")
+    quoting = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    _write_csv_row(writer, quoting, csv_values(row))
     return buffer.getvalue()
 
 
@@ -101,7 +133,9 @@ def read_rows(path: Path) -> list[dict]:
         text = text[: text.rfind("\n") + 1]
     if fmt == "jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 and other
+        # characters that JSON strings carry unescaped.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -114,11 +148,19 @@ def read_rows(path: Path) -> list[dict]:
         return rows
     if not text:
         return []
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    if tuple(next(reader, ())) != COLUMNS:
         raise ValueError(f"{path} does not start with the header {','.join(COLUMNS)}")
     rows = []
-    for row in reader:
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(COLUMNS):
+            raise ValueError(
+                f"{path}:{reader.line_num} has {len(fields)} fields, not {len(COLUMNS)}: not a "
+                "predictions file, or one torn by an unquoted line break"
+            )
+        row = dict(zip(COLUMNS, fields, strict=True))
         rows.append(
             {
                 "path": row["path"],
@@ -153,8 +195,9 @@ def _replace(path: Path, content: str) -> None:
 class PredictionWriter:
     """Appends rows to a predictions file.
 
-    resume: keep the successful rows of an existing file (`done` lists their paths) and drop its
-        failed rows so that those files are scored again. Without resume, an existing file is an
+    resume: keep the successful rows of an existing file (`done` holds their files' real names,
+        as `ScoredImage.path` has them) and drop its failed rows so that those files are scored
+        again. Without resume, an existing file is an
         error unless `overwrite`.
     Use as a context manager; `close(sort=True)` rewrites the file ordered by path.
     """
@@ -175,7 +218,9 @@ class PredictionWriter:
         kept = [row for row in rows if not row.get("error")]
         self.dropped_failures = len(rows) - len(kept)
         self.kept = len(kept)
-        self.done = {row["path"] for row in kept}
+        for row in kept:  # canonical text: a file from before escaping may hold a lone "\\"
+            row["path"] = escape_name(unescape_name(row["path"]))
+        self.done = {unescape_name(row["path"]) for row in kept}
         _replace(self.path, header(self.format) + "".join(encode(row, self.format) for row in kept))
         self._flushed_at = time.monotonic()
         self._file = open(  # noqa: SIM115 - closed in close()
@@ -184,11 +229,12 @@ class PredictionWriter:
         # One csv writer straight onto the file: a writer and a buffer per row cost more than
         # the rest of the row's work.
         self._csv = csv.writer(self._file, lineterminator="\n")
+        self._csv_quoting = csv.writer(self._file, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def write(self, result: ScoredImage) -> None:
         row = to_row(result)
         if self.format == "csv":
-            self._csv.writerow(csv_values(row))
+            _write_csv_row(self._csv, self._csv_quoting, csv_values(row))
         else:
             self._file.write(orjson.dumps(row).decode() + "\n")
         # Flushing every row costs more than scoring it; a few tenths of a second of rows lost
@@ -205,7 +251,8 @@ class PredictionWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         if sort:
-            rows = sorted(read_rows(self.path), key=lambda row: row["path"])
+            # The order of the listing (client.preprocess.list_images): by the names' bytes.
+            rows = sorted(read_rows(self.path), key=lambda row: name_bytes(row["path"]))
             _replace(self.path, header(self.format) + "".join(encode(r, self.format) for r in rows))
 
     def __enter__(self) -> PredictionWriter:

@@ -3,7 +3,8 @@
 `load_image` decodes any common format and mode into `[height, width, channels]` uint8, and
 optionally applies the classic MNIST normalization so that scans and photos of dark ink on
 light paper, at any size and position, look like the digits the model was trained on.
-`list_images` lists the files of a folder that `score` and `evaluate` must account for.
+`find_images` lists the files of a folder that `score` and `evaluate` must account for, and the
+folders below it that could not be listed.
 
 Every failure to read or decode a file raises `ImageError` (a `ValueError`) whose message is one
 short line meant for a report row: "empty file", "truncated image", ...
@@ -18,7 +19,7 @@ import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -70,38 +71,79 @@ def default_max_pixels() -> int:
     return limit
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Every file under `folder` that scoring must account for, sorted by relative path.
+class UnreadableFolder(NamedTuple):
+    """A folder `find_images` could not list."""
+
+    name: str  # POSIX path relative to the listed folder, ending in "/"; "" for that folder
+    path: str  # the folder as the operating system names it
+    reason: str  # the operating system's words, e.g. "Permission denied"
+
+
+def find_images(folder: Path) -> tuple[list[Path], list[UnreadableFolder]]:
+    """Every file under `folder` that scoring must account for, and the folders that could not
+    be listed (whose files are therefore unknown).
 
     Recursive. Included: every regular file (or symlink to one), whatever its extension, so a
-    misnamed or corrupt file gets an error row instead of vanishing. Excluded: hidden files and
+    misnamed or corrupt file gets an error row instead of vanishing; an entry whose type cannot
+    be read (permissions) is included too, so that its row says why. Excluded: hidden files and
     anything under hidden folders (names starting with "."), and Windows' Thumbs.db and
-    desktop.ini. Symlinked folders are not followed (no loops). The order is the sorted POSIX
-    relative path, the same on every machine, so shards and resumed runs line up.
-    Raises ValueError when `folder`, or a folder below it, cannot be listed.
+    desktop.ini. Symlinked folders are not followed (no loops). Files are sorted by their POSIX
+    relative path's bytes (`client.names.name_order`: the same on every machine, and plain
+    string order for UTF-8 names), so shards and resumed runs line up.
+    Raises ValueError when `folder` is not a folder; when it cannot be listed itself, the
+    second list holds it under the name "".
     """
+    from client.names import name_order
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"not a folder: {folder}")
-    found: list[tuple[str, Path]] = []
-
-    def unreadable(error: OSError) -> None:
-        # os.walk skips folders it cannot list; that would drop their files without a word.
-        raise ValueError(f"cannot list {error.filename}: {error.strerror or error}")
-
-    # Plain os.path strings: pathlib objects per file made listing 10,000 files take seconds.
-    for directory, subdirectories, names in os.walk(folder, onerror=unreadable):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        relative_directory = os.path.relpath(directory, folder).replace(os.sep, "/")
-        prefix = "" if relative_directory == "." else relative_directory + "/"
-        for name in names:
-            if name.startswith(".") or name.lower() in _IGNORED_NAMES:
+    found: list[tuple[str, str]] = []
+    unreadable: list[UnreadableFolder] = []
+    # Plain strings and os.scandir: pathlib objects per file made listing 10,000 files take
+    # seconds, and a directory entry knows its type without a stat call per file.
+    pending = [(os.fspath(folder), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as iterator:
+                entries = list(iterator)
+        except OSError as error:  # os.walk would skip the folder without a word
+            unreadable.append(UnreadableFolder(prefix, directory, error.strerror or str(error)))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            full = os.path.join(directory, name)
-            if os.path.isfile(full):
-                found.append((prefix + name, full))
-    found.sort(key=lambda item: item[0])
-    return [Path(full) for _, full in found]
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if not entry.is_symlink():
+                    pending.append((entry.path, f"{prefix}{name}/"))
+                continue
+            if name.lower() in _IGNORED_NAMES:
+                continue
+            try:
+                is_file = entry.is_file()
+            except OSError:  # a symlink in a folder that can be listed but not searched
+                is_file = True
+            if is_file:
+                found.append((prefix + name, entry.path))
+    found.sort(key=lambda item: name_order(item[0]))
+    unreadable.sort(key=lambda item: name_order(item.name))
+    return [Path(full) for _, full in found], unreadable
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The files of `find_images(folder)`; raises ValueError when `folder`, or a folder below
+    it, cannot be listed (rather than leaving its files out)."""
+    files, unreadable = find_images(folder)
+    if unreadable:
+        first = unreadable[0]
+        raise ValueError(f"cannot list {first.path}: {first.reason}")
+    return files
 
 
 def load_image(

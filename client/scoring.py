@@ -36,7 +36,10 @@ BATCH_RETRY = RetryPolicy(retries=2, initial_backoff=0.5, max_backoff=5.0)
 class ScoredImage:
     """The outcome for one input file: a prediction, or `error` saying why there is none."""
 
-    path: str  # POSIX path relative to the scoring root (as given when outside it)
+    # POSIX path relative to the scoring root (as given when outside it), the real name as os
+    # functions take it (undecodable bytes as surrogates); outputs write it escaped
+    # (client.names.escape_name). A folder that could not be listed ends in "/".
+    path: str
     class_id: int | None
     class_name: str | None  # from the model's `classes` output
     confidence: float | None  # probability of class_id
@@ -273,10 +276,10 @@ class _Scorer:
             raise
         except Exception as error:  # a decoding process died (killed, out of memory)
             message = _one_line(f"decoding failed: {type(error).__name__}: {error}")
-            return [_failed(name, message) for name in names]
+            return [failed_result(name, message) for name in names]
         results: list[ScoredImage | None] = [None] * len(names)
         for index, message in errors.items():
-            results[index] = _failed(names[index], message)
+            results[index] = failed_result(names[index], message)
         if order:
             try:
                 inputs = {self.spec.name: stacked.astype(self.spec.dtype, copy=False)}
@@ -286,10 +289,10 @@ class _Scorer:
                 )
                 scored = self.interpret(reply, [names[index] for index in order])
             except (ClientError, ValueError) as error:  # ValueError: a malformed reply
-                scored = [_failed(names[index], _one_line(error)) for index in order]
+                scored = [failed_result(names[index], _one_line(error)) for index in order]
             except Exception as error:  # anything else costs this batch, never the whole run
                 message = _one_line(f"{type(error).__name__}: {error}")
-                scored = [_failed(names[index], message) for index in order]
+                scored = [failed_result(names[index], message) for index in order]
             for index, result in zip(order, scored, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
@@ -417,7 +420,8 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _failed(path: str, message: str) -> ScoredImage:
+def failed_result(path: str, message: str) -> ScoredImage:
+    """The result of a file (or a folder) that could not be scored, and why."""
     return ScoredImage(path, None, None, None, [], None, message, None, None)
 
 

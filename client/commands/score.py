@@ -102,9 +102,17 @@ def score(
 
     Example: python -m client score digits/ --out preds.csv --server grpc://localhost:8500
     """
+    from client.names import escape_name, name_order
     from client.outputs import PredictionWriter, output_format
-    from client.preprocess import list_images
-    from client.scoring import image_input, parse_shard, relative_name, score_files, shard_of
+    from client.preprocess import find_images
+    from client.scoring import (
+        failed_result,
+        image_input,
+        parse_shard,
+        relative_name,
+        score_files,
+        shard_of,
+    )
 
     if resume and overwrite:
         fail("--resume and --overwrite contradict each other", EXIT_USAGE)
@@ -114,21 +122,31 @@ def score(
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
     spec = model_spec(model, version, label, signature)
+    listed, unreadable = find_images(folder)
+    if unreadable and not unreadable[0].name:
+        fail(f"cannot list {escape_name(str(folder))}: {unreadable[0].reason}", EXIT_USAGE)
     # The predictions file may live in the folder it describes: never score it.
     out_path = out.resolve()
-    files = [
-        path
-        for path in list_images(folder)
-        if path.name != out_path.name or path.resolve() != out_path
-    ]
+    files = [path for path in listed if path.name != out_path.name or path.resolve() != out_path]
     names = [relative_name(path, folder) for path in files]
     if shard_count > 1:
         selected = [i for i, name in enumerate(names) if shard_of(name, shard_count) == shard_index]
         files, names = [files[i] for i in selected], [names[i] for i in selected]
+        unreadable = [
+            item for item in unreadable if shard_of(item.name, shard_count) == shard_index
+        ]
+    # A folder that cannot be listed gets an error row in its place: its files are unknown, and
+    # the exit code says the run is incomplete, as for a file that cannot be read.
+    for item in unreadable:
+        print(f"warning: cannot list folder {escape_name(item.name)}: {item.reason} (it gets an "
+              "error row)", file=sys.stderr)  # fmt: skip
+    unlisted = [
+        failed_result(item.name, f"cannot list folder: {item.reason}") for item in unreadable
+    ]
     transport = open_transport(
         server, timeout=timeout, retries=retries, max_connections=concurrency
     )
-    scored = failed = 0
+    scored = failed = folders = 0
     with transport, server_errors():
         # Check the server and the signature before touching --out: a failed start must not
         # leave an empty predictions file that the next run would refuse to overwrite.
@@ -161,14 +179,22 @@ def score(
                 decode_processes=decode_processes,
                 timeout=timeout,
             )
+            pending = list(reversed(unlisted))  # merged into the rows in listing order
             for result in results:
+                while pending and name_order(pending[-1].path) < name_order(result.path):
+                    writer.write(pending.pop())
+                    folders += 1
                 writer.write(result)
                 scored += 1
                 failed += result.error is not None
+            while pending:
+                writer.write(pending.pop())
+                folders += 1
         except KeyboardInterrupt:
             writer.close(sort=False)
             print(
-                f"interrupted: {writer.kept + scored} rows are in {out}; run again with --resume",
+                f"interrupted: {writer.kept + scored + folders} rows are in {out}; run again with "
+                "--resume",
                 file=sys.stderr,
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -178,10 +204,11 @@ def score(
     elapsed = time.perf_counter() - started
     rate = scored / elapsed if elapsed > 0 else 0.0
     shard_text = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
+    unlisted_text = f", {folders} folder(s) could not be listed" if folders else ""
     print(
-        f"scored {scored - failed} of {scored} files{shard_text}, {failed} failed, "
-        f"in {elapsed:.1f} s ({rate:.0f} files/s) -> {out}",
+        f"scored {scored - failed} of {scored} files{shard_text}, {failed} failed"
+        f"{unlisted_text}, in {elapsed:.1f} s ({rate:.0f} files/s) -> {out}",
         file=sys.stderr,
     )
-    if failed:
+    if failed or folders:
         raise typer.Exit(EXIT_PARTIAL)
