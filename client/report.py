@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -194,7 +195,12 @@ def build_report(
     n_images: every labelled file found (scored + failed). failed: (path, reason) pairs.
     class_folders: class id -> the sub-folder its images came from.
     settings: how the run was made (server, signature, preprocess, batch size, ...).
+    Paths and folder names are taken as the file system gives them (undecodable bytes as
+    surrogates); the report holds them escaped by `client.names.escape_name`, so that every
+    report file is valid UTF-8 and names each file losslessly.
     """
+    from client.names import escape_name
+
     names = [str(name) for name in class_names]
     n_classes = len(metrics["confusion_matrix"])
     if len(names) != n_classes:
@@ -205,7 +211,7 @@ def build_report(
         {
             "class_id": class_id,
             "class_name": names[class_id],
-            "folder": folders.get(class_id),
+            "folder": None if folders.get(class_id) is None else escape_name(folders[class_id]),
             "precision": scores["precision"][class_id],
             "recall": scores["recall"][class_id],
             "f1": scores["f1"][class_id],
@@ -232,10 +238,12 @@ def build_report(
         "latency_ms": metrics["latency_ms"],
         "elapsed_seconds": metrics["elapsed_seconds"],
         "images_per_second": metrics["images_per_second"],
-        "failed": [{"path": str(path), "error": str(reason)} for path, reason in failed],
+        "failed": [
+            {"path": escape_name(str(path)), "error": str(reason)} for path, reason in failed
+        ],
         "most_confident_mistakes": [
             {
-                "path": mistake.path,
+                "path": escape_name(mistake.path),
                 "true_id": mistake.true_id,
                 "true_class": names[mistake.true_id],
                 "predicted_id": mistake.predicted_id,
@@ -573,8 +581,13 @@ def _latency(latency: dict) -> str:
 
 
 def _md(value) -> str:
-    """Text safe inside a Markdown table cell: no pipes, no line breaks, no inline markup."""
-    text = " ".join(str(value).split())
+    """Text safe inside a Markdown table cell: no pipes, no line breaks, no inline markup.
+
+    Line breaks (Markdown's: "\\r" and "\\n") become spaces; other characters are kept as they
+    are, so an (escaped) file name in the Markdown source is exactly the name, runs of spaces
+    included (Markdown collapses them only when rendering).
+    """
+    text = re.sub(r"[\r\n]+", " ", str(value))
     for character in "\\|*_`[]<>#":
         text = text.replace(character, "\\" + character)
     return text

@@ -12,6 +12,7 @@ import typer
 
 from client.commands.common import describe, fail, model_spec, open_transport, server_errors
 from client.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
+from client.names import escape_name, unescape_name
 from client.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
@@ -32,7 +33,7 @@ from client.options import (
     TimeoutOption,
     VersionOption,
 )
-from client.preprocess import list_images
+from client.preprocess import find_images
 
 # Every image was scored but the accuracy is below --min-accuracy (a CI quality gate).
 EXIT_BELOW_MIN_ACCURACY = 4
@@ -101,13 +102,19 @@ def evaluate(
 
     Example: python -m client evaluate digits/ --report-dir report/ --server http://localhost:8501
     """
-    from client.scoring import image_input, score_files
+    from client.scoring import failed_result, image_input, score_files
 
     spec = model_spec(model, version, label, signature)
-    class_folders, ignored = _class_folders(folder, skip=report_dir)
+    class_folders, ignored, unlisted = _class_folders(folder, skip=report_dir)
     files = [path for paths in class_folders.values() for path in paths]
     if not files:
-        fail(f"no files in the class sub-folders of {folder}", EXIT_USAGE)
+        fail(f"no files in the class sub-folders of {escape_name(str(folder))}", EXIT_USAGE)
+    for name, reason in unlisted:
+        print(
+            f"warning: cannot list folder {escape_name(name)}: {reason} (listed in the report's "
+            "failed files)",
+            file=sys.stderr,
+        )
     if ignored:
         print(
             f"warning: {len(ignored)} file(s) directly in {folder} have no class sub-folder and "
@@ -144,6 +151,8 @@ def evaluate(
         except KeyboardInterrupt:
             fail("interrupted; no report written", EXIT_INTERRUPTED)
         elapsed = time.perf_counter() - started
+    # Folders that could not be listed count as failed entries: their files are unknown.
+    results += [failed_result(name, f"cannot list folder: {reason}") for name, reason in unlisted]
 
     scored = [result for result in results if result.ok]
     if n_classes is None:
@@ -173,7 +182,7 @@ def evaluate(
         metadata_version=metadata.version,
         mistakes=mistakes,
         settings={
-            "folder": str(folder),
+            "folder": escape_name(str(folder)),
             "server": server,
             "signature": spec.signature,
             "requested": describe(spec),
@@ -182,7 +191,7 @@ def evaluate(
             "concurrency": concurrency,
         },
     )
-    report["ignored"] = [path.relative_to(folder).as_posix() for path in ignored]
+    report["ignored"] = [escape_name(path.relative_to(folder).as_posix()) for path in ignored]
     images = _mistake_images(report, folder, image_spec, preprocess)
     from client.report import write_report
 
@@ -264,28 +273,39 @@ def _loose(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.casefold()).strip("_")
 
 
-def _class_folders(folder: Path, *, skip: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Files per class sub-folder (sorted by folder name), and the files outside any class.
+def _class_folders(
+    folder: Path, *, skip: Path
+) -> tuple[dict[str, list[Path]], list[Path], list[tuple[str, str]]]:
+    """Files per class sub-folder (sorted by folder name), the files outside any class, and
+    (relative name ending in "/", reason) of every class folder, or folder in one, that cannot
+    be listed.
 
     `skip` is the report folder: when it sits inside FOLDER it is not a class.
     """
     skipped = skip.resolve()
-    classes: dict[str, list[Path]] = {
-        entry.name: []
-        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
-        if entry.is_dir() and not entry.name.startswith(".") and entry.resolve() != skipped
-    }
-    if not classes:
-        fail(f"{folder} has no class sub-folders (expected one sub-folder per class)", EXIT_USAGE)
-    # Each class folder is listed on its own, so that a class folder that is a symlink is
-    # followed (list_images does not follow symlinked folders below its root).
     try:
-        for name in classes:
-            classes[name] = list_images(folder / name)
-        ignored = [path for path in list_images(folder) if path.parent == folder]
-    except ValueError as error:
-        fail(str(error), EXIT_USAGE)
-    return classes, ignored
+        classes: dict[str, list[Path]] = {
+            entry.name: []
+            for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+            if entry.is_dir() and not entry.name.startswith(".") and entry.resolve() != skipped
+        }
+    except OSError as error:
+        fail(f"cannot list {escape_name(str(folder))}: {error.strerror or error}", EXIT_USAGE)
+    if not classes:
+        fail(
+            f"{escape_name(str(folder))} has no class sub-folders (expected one sub-folder per "
+            "class)",
+            EXIT_USAGE,
+        )
+    # Each class folder is listed on its own, so that a class folder that is a symlink is
+    # followed (find_images does not follow symlinked folders below its root).
+    unlisted = []
+    for name in classes:
+        classes[name], unreadable = find_images(folder / name)
+        unlisted += [(f"{name}/{item.name}", item.reason) for item in unreadable]
+    files, _ = find_images(folder)  # its unreadable folders are those of the classes
+    ignored = [path for path in files if path.parent == folder]
+    return classes, ignored, unlisted
 
 
 def _output_width(metadata, signature: str) -> int | None:
@@ -325,7 +345,9 @@ def _build(
     )
     folder_of = {class_id: folder for folder, class_id in folder_ids.items()}
     # Classes the model never predicted have no known name: their folder's name stands in.
-    class_names = [known_names.get(k, folder_of.get(k, str(k))) for k in range(n_classes)]
+    class_names = [
+        known_names.get(k, escape_name(folder_of.get(k, str(k)))) for k in range(n_classes)
+    ]
     versions = sorted({result.model_version for result in scored if result.model_version})
     if len(versions) > 1:
         print(
@@ -358,7 +380,7 @@ def _mistake_images(report: dict, folder: Path, image_spec, preprocess: str) -> 
     for item in report["most_confident_mistakes"]:
         try:
             pixels = load_image(
-                folder / item["path"],
+                folder / unescape_name(item["path"]),
                 height=image_spec.height,
                 width=image_spec.width,
                 channels=image_spec.channels,

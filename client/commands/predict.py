@@ -82,15 +82,22 @@ def predict(
         from rich.markup import escape
         from rich.table import Table
 
+        from client.names import escape_name
+
         table = Table()
         for column, justify in (("file", "left"), ("class", "left"), ("confidence", "right")):
             table.add_column(column, justify=justify)
         table.add_column("top-k")
-        # File names, class names and errors are text: "[...]" in them is not rich markup.
+        # File names, class names and errors are text: "[...]" in them is not rich markup. File
+        # names are written as score writes them (client.names.escape_name): a name that is not
+        # UTF-8, or holds control characters, could neither be printed nor shown on one line.
         for result in results:
             if result.error:
                 table.add_row(
-                    escape(result.path), "[red]error[/]", "", f"[red]{escape(result.error)}[/]"
+                    escape(escape_name(result.path)),
+                    "[red]error[/]",
+                    "",
+                    f"[red]{escape(result.error)}[/]",
                 )
                 continue
             confidence = "" if result.confidence is None else f"{result.confidence:.4f}"
@@ -98,7 +105,7 @@ def predict(
                 f"{escape(name)} {probability:.3f}" for _, name, probability in result.top_k
             )
             class_name = result.class_name or str(result.class_id)
-            table.add_row(escape(result.path), escape(class_name), confidence, ranked)
+            table.add_row(escape(escape_name(result.path)), escape(class_name), confidence, ranked)
         Console().print(table)
     if any(result.error for result in results):
         raise typer.Exit(EXIT_PARTIAL)
