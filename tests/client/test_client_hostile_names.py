@@ -402,3 +402,40 @@ def test_the_command_line_in_a_subprocess_with_non_utf8_arguments(fake, tmp_path
     assert predicted.returncode == 0, predicted.stderr
     assert escape_name(HOSTILE[5]).encode() in predicted.stdout
     assert b"carriage\\x0dreturn.png" in predicted.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_hostile_names_against_the_real_server(served_model, tmp_path):
+    """The real client in its own process against the local server and a trained model."""
+    images = tmp_path / "data"
+    for index, name in enumerate(HOSTILE):
+        save_png(images / str(index % 10) / name, np.full((28, 28), 3 * index, np.uint8))
+    server = f"grpc://{served_model.grpc_target}"
+    out = tmp_path / "preds.csv"
+
+    def client(*args: object) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "client", *(os.fsencode(str(arg)) for arg in args)]
+        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, timeout=120)
+
+    done = client("score", images, "--out", out, "-s", server)
+    assert done.returncode == 0, done.stderr
+    rows = read_rows(out)
+    names = {f"{index % 10}/{name}" for index, name in enumerate(HOSTILE)}
+    assert {unescape_name(row["path"]) for row in rows} == names
+    assert all(row["error"] is None and row["model_version"] == 1 for row in rows)
+    complete = out.read_bytes()
+    resumed = client("score", images, "--out", out, "-s", server, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert b"0 files to score" in resumed.stderr and out.read_bytes() == complete
+
+    report_dir = tmp_path / "report"
+    evaluated = client("evaluate", images, "--report-dir", report_dir, "-s", server,
+                       "--mistakes", "50")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((report_dir / "report.json").read_bytes().decode("utf-8"))
+    assert report["n_scored"] == len(HOSTILE)
+    mistakes = {unescape_name(item["path"]) for item in report["most_confident_mistakes"]}
+    assert mistakes <= names and len(mistakes) == len(HOSTILE) - report["n_correct"]
+    page = (report_dir / "report.html").read_bytes().decode("utf-8")
+    assert all(html.escape(escape_name(name)) in page for name in mistakes)
