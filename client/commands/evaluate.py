@@ -107,14 +107,14 @@ def evaluate(
     spec = model_spec(model, version, label, signature)
     class_folders, ignored, unlisted = _class_folders(folder, skip=report_dir)
     files = [path for paths in class_folders.values() for path in paths]
-    if not files:
-        fail(f"no files in the class sub-folders of {escape_name(str(folder))}", EXIT_USAGE)
     for name, reason in unlisted:
         print(
             f"warning: cannot list folder {escape_name(name)}: {reason} (listed in the report's "
             "failed files)",
             file=sys.stderr,
         )
+    if not files:
+        fail(f"no files in the class sub-folders of {escape_name(str(folder))}", EXIT_USAGE)
     if ignored:
         print(
             f"warning: {len(ignored)} file(s) directly in {folder} have no class sub-folder and "
