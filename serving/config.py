@@ -76,7 +76,13 @@ def _parse_text(path: str | Path, message) -> object:
     try:
         return text_format.Parse(text, message)
     except text_format.ParseError as error:
-        raise ConfigError(f"Invalid protobuf file: '{path}': {error}") from None
+        # TF Serving's protobuf text parser logs "Error parsing text-format <type>: L:C: ..."
+        # before the server gives up with "Invalid protobuf file"; scripts grep for either.
+        where = str(error).replace(" : ", ": ", 1)
+        raise ConfigError(
+            f"Invalid protobuf file: '{path}': Error parsing text-format "
+            f"{message.DESCRIPTOR.full_name}: {where}"
+        ) from None
 
 
 def model_configs_from_proto(config) -> list[ModelConfig]:

@@ -13,9 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from serving.batching import Batcher
-from serving.errors import ServingError, internal, invalid_argument
+from serving.errors import ServingError, internal, invalid_argument, unimplemented
 from serving.manager import ModelManager
-from serving.servable import DEFAULT_SIGNATURE, LoadedVersion, Signature, dtype_name
+from serving.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    LoadedVersion,
+    Signature,
+    dtype_name,
+)
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
@@ -101,9 +108,7 @@ class DataPlane:
             if alias in seen:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             seen.add(alias)
-        outputs = self._run(servable, signature, inputs)
-        if wanted:
-            outputs = {alias: outputs[alias] for alias in wanted}
+        outputs = self._run(servable, signature, inputs, wanted or None)
         return PredictResult(spec.name, servable.version, signature.name, outputs)
 
     def _check_inputs(self, signature: Signature, inputs: dict[str, np.ndarray]) -> None:
@@ -129,26 +134,26 @@ class DataPlane:
                     f"Expects arg[{position}] to be {dtype_name(tensor_spec.dtype_enum)} but "
                     f"{_numpy_dtype_name(array.dtype)} is provided"
                 )
-            if not tensor_spec.accepts_shape(array.shape):
-                raise invalid_argument(
-                    f"Input {key} has shape [{','.join(str(d) for d in array.shape)}], "
-                    f"which does not match the signature's shape {tensor_spec.describe_shape()}"
-                )
+            # Shapes are not compared with the signature's: TF Serving hands the tensors to the
+            # session as they are (predict_util.cc), and the graph's ops decide.
 
-    def _run(self, servable: LoadedVersion, signature: Signature, inputs) -> dict:
+    def _run(self, servable: LoadedVersion, signature: Signature, inputs, wanted=None) -> dict:
         batchable = self.batcher is not None and all(
             spec.shape and spec.shape[0] is None for spec in signature.inputs.values()
         )
         if batchable:
+            # Merged requests may filter different outputs: a batch fetches them all.
             key = (servable.name, servable.version, signature.name)
-            return self.batcher.submit(key, signature.run, inputs)
-        return signature.run(inputs)
+            outputs = self.batcher.submit(key, signature.run, inputs)
+            return outputs if wanted is None else {alias: outputs[alias] for alias in wanted}
+        return signature.run(inputs, wanted)
 
     # ---- classify / regress ---------------------------------------------------------------
 
-    def _example_signature(self, spec: RequestSpec, regress: bool):
-        servable: LoadedVersion = self.manager.resolve(spec.name, spec.version, spec.label)
-        key = spec.signature_name or DEFAULT_SIGNATURE
+    def _example_signature(self, servable: LoadedVersion, signature_name: str, regress: bool):
+        """The signature a classify/regress call runs, checked as TF Serving's
+        PreProcessClassification / PreProcessRegression check it."""
+        key = signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(key)
         if signature is None:
             raise invalid_argument(f"No signature was found with the name: {key}")
@@ -174,50 +179,85 @@ class DataPlane:
                 'Expected classification signature outputs to contain at least one of "classes"'
                 f' or "scores". Signature was: {_signature_text(signature)}'
             )
-        return servable, signature
+        return signature
 
     def classify(self, spec: RequestSpec, examples: list[bytes]) -> ClassifyResult:
-        servable, signature = self._example_signature(spec, regress=False)
+        servable: LoadedVersion = self.manager.resolve(spec.name, spec.version, spec.label)
+        signature = self._example_signature(servable, spec.signature_name, regress=False)
         if not examples:
             raise invalid_argument("Input is empty.")
         outputs = signature.run({"inputs": np.array(examples, dtype=object)})
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for name, tensor in (("classes", classes), ("scores", scores)):
-            if tensor is not None and (tensor.ndim != 2 or tensor.shape[0] != len(examples)):
-                raise invalid_argument(
-                    f"Expected {name} Tensor shape: [batch_size num_classes] but got "
-                    f"{list(tensor.shape)}"
-                )
-        width = (classes if classes is not None else scores).shape[1]
-        result = []
-        for row in range(len(examples)):
-            entries = []
-            for column in range(width):
-                label = classes[row, column] if classes is not None else b""
-                label = label.decode("utf-8", "replace") if isinstance(label, bytes) else label
-                score = float(scores[row, column]) if scores is not None else 0.0
-                entries.append((label, score))
-            result.append(entries)
+        result = _classifications(outputs, len(examples))
         return ClassifyResult(spec.name, servable.version, signature.name, result)
 
     def regress(self, spec: RequestSpec, examples: list[bytes]) -> RegressResult:
-        servable, signature = self._example_signature(spec, regress=True)
+        servable: LoadedVersion = self.manager.resolve(spec.name, spec.version, spec.label)
+        signature = self._example_signature(servable, spec.signature_name, regress=True)
         if not examples:
             raise invalid_argument("Input is empty.")
-        values = signature.run({"inputs": np.array(examples, dtype=object)})["outputs"]
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-            raise invalid_argument(
-                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-                f"but got {list(values.shape)}"
-            )
-        if values.shape[0] != len(examples):
-            raise invalid_argument(
-                f"Input batch size did not match output batch size: {len(examples)} vs. "
-                f"{values.shape[0]}"
-            )
-        return RegressResult(
-            spec.name, servable.version, signature.name, [float(v) for v in values.reshape(-1)]
+        outputs = signature.run({"inputs": np.array(examples, dtype=object)})
+        values = _regressions(outputs, len(examples))
+        return RegressResult(spec.name, servable.version, signature.name, values)
+
+    def multi_inference(
+        self, tasks: list[tuple[RequestSpec, str]], examples: list[bytes]
+    ) -> list[ClassifyResult | RegressResult]:
+        """Classify and regress tasks over one set of examples, in one run of the model.
+
+        As TF Serving's TensorFlowMultiInferenceRunner: every task names the same model (the
+        first task's spec picks the version), each signature at most once, each task is
+        classify or regress; the examples are fed once to every task's input tensor and the
+        union of their output tensors is fetched together.
+        """
+        first = tasks[0][0] if tasks else RequestSpec("")
+        servable: LoadedVersion = self.manager.resolve(first.name, first.version, first.label)
+        seen: set[str] = set()
+        planned = []
+        for spec, method in tasks:
+            if not spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if spec.name != first.name:
+                raise invalid_argument(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                )
+            key = spec.signature_name or DEFAULT_SIGNATURE
+            if key in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+            seen.add(key)
+            if key not in servable.signatures:
+                raise invalid_argument(f"Requested signature not found in model graph: {key}")
+            if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise unimplemented(f"Unsupported signature method_name: {method}")
+            regress = method == REGRESS_METHOD
+            planned.append((spec, regress, self._example_signature(servable, key, regress)))
+        if not examples:
+            raise invalid_argument("Input is empty.")
+        batch = np.array(examples, dtype=object)
+        feeds = sorted({s.signature_def.inputs["inputs"].name for _, _, s in planned})
+        fetches = sorted(
+            {info.name for _, _, s in planned for info in s.signature_def.outputs.values()}
         )
+        values = dict(
+            zip(fetches, servable.runtime.run([(n, batch) for n in feeds], fetches), strict=True)
+        )
+        results: list[ClassifyResult | RegressResult] = []
+        for spec, regress, signature in planned:
+            outputs = {a: values[i.name] for a, i in signature.signature_def.outputs.items()}
+            if regress:
+                results.append(
+                    RegressResult(
+                        spec.name, servable.version, spec.signature_name or DEFAULT_SIGNATURE,
+                        _regressions(outputs, len(examples)),
+                    )
+                )  # fmt: skip
+            else:
+                results.append(
+                    ClassifyResult(
+                        spec.name, servable.version, spec.signature_name or DEFAULT_SIGNATURE,
+                        _classifications(outputs, len(examples)),
+                    )
+                )  # fmt: skip
+        return results
 
     # ---- status, metadata, config ---------------------------------------------------------
 
@@ -276,6 +316,43 @@ class DataPlane:
             signature.run({"inputs": np.array(serialize_examples(request.input), dtype=object)})
         else:
             raise invalid_argument(f"Unsupported log_type for warmup: {kind}")
+
+
+def _classifications(outputs: dict, count: int) -> list[list[tuple[str, float]]]:
+    """Rows of (label, score) from a classify signature's outputs (PostProcessClassification)."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for name, tensor in (("classes", classes), ("scores", scores)):
+        if tensor is not None and (tensor.ndim != 2 or tensor.shape[0] != count):
+            raise invalid_argument(
+                f"Expected {name} Tensor shape: [batch_size num_classes] but got "
+                f"{list(tensor.shape)}"
+            )
+    width = (classes if classes is not None else scores).shape[1]
+    result = []
+    for row in range(count):
+        entries = []
+        for column in range(width):
+            label = classes[row, column] if classes is not None else b""
+            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else label
+            score = float(scores[row, column]) if scores is not None else 0.0
+            entries.append((label, score))
+        result.append(entries)
+    return result
+
+
+def _regressions(outputs: dict, count: int) -> list[float]:
+    """One value per example from a regress signature's output (PostProcessRegression)."""
+    values = outputs["outputs"]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {list(values.shape)}"
+        )
+    if values.shape[0] != count:
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}"
+        )
+    return [float(v) for v in values.reshape(-1)]
 
 
 def serialize_examples(input_proto) -> list[bytes]:

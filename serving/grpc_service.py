@@ -16,10 +16,10 @@ import time
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -28,12 +28,11 @@ from tensorflow_serving.apis import (
 )
 
 from serving.config import ConfigError, model_configs_from_proto
-from serving.dataplane import DataPlane, RequestSpec, serialize_examples
+from serving.dataplane import DataPlane, RegressResult, RequestSpec, serialize_examples
 from serving.errors import Code, ServingError, invalid_argument
 from serving.logs import log
 from serving.metrics import Metrics
-
-STATE_ENUM = {"START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
+from serving.replies import metadata_response, model_spec, status_response
 
 
 def request_spec(model_spec) -> RequestSpec:
@@ -72,9 +71,8 @@ def to_tensor(array: np.ndarray):
     if field is None:
         # Strings go to string_val and half floats to half_val: make_tensor_proto does both.
         return tf.make_tensor_proto(array)
-    proto = tf.make_tensor_proto(np.zeros([0] * array.ndim, dtype=array.dtype))
-    proto.ClearField("tensor_content")
-    del proto.tensor_shape.dim[:]
+    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
+    proto.tensor_shape.SetInParent()  # a scalar has a shape too: no dims
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     getattr(proto, field).extend(array.ravel().tolist())
@@ -82,10 +80,14 @@ def to_tensor(array: np.ndarray):
 
 
 def fill_model_spec(target, name: str, version: int, signature_name: str | None) -> None:
-    target.name = name
-    target.version.value = version
-    if signature_name is not None:
-        target.signature_name = signature_name
+    target.CopyFrom(model_spec(name, version, signature_name))
+
+
+def _model_name(request) -> str:
+    if hasattr(request, "model_spec"):
+        return request.model_spec.name
+    tasks = getattr(request, "tasks", None)
+    return tasks[0].model_spec.name if tasks else ""
 
 
 def _handled(api: str):
@@ -95,7 +97,7 @@ def _handled(api: str):
         @functools.wraps(method)
         def wrapper(self, request, context):
             started = time.perf_counter()
-            model = request.model_spec.name if hasattr(request, "model_spec") else ""
+            model = _model_name(request)
             version, status = None, "OK"
             try:
                 response = method(self, request, context)
@@ -153,13 +155,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if field != "signature_def":
                 raise invalid_argument(f"Metadata field {field} is not supported")
         name, version, signature_defs = self.dataplane.metadata(request_spec(request.model_spec))
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        fill_model_spec(response.model_spec, name, version, None)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in signature_defs.items():
-            signature_map.signature_def[key].CopyFrom(signature_def)
-        response.metadata["signature_def"].Pack(signature_map)
-        return response
+        return metadata_response(name, version, signature_defs)
 
     @_handled("Classify")
     def Classify(self, request, context):
@@ -189,23 +185,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.result.regressions.add(value=value)
         return response
 
+    @_handled("MultiInference")
     def MultiInference(self, request, context):
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported by the local server"
-        )
-
-
-def status_response(records) -> get_model_status_pb2.GetModelStatusResponse:
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for record in records:
-        entry = response.model_version_status.add()
-        entry.version = record.version
-        entry.state = STATE_ENUM[record.state]
-        entry.status.SetInParent()
-        if record.error is not None:
-            entry.status.error_code = int(record.error.code)
-            entry.status.error_message = record.error.message
-    return response
+        tasks = [(request_spec(task.model_spec), task.method_name) for task in request.tasks]
+        results = self.dataplane.multi_inference(tasks, serialize_examples(request.input))
+        response = inference_pb2.MultiInferenceResponse()
+        for result in results:
+            entry = response.results.add()
+            fill_model_spec(entry.model_spec, result.name, result.version, result.signature_name)
+            if isinstance(result, RegressResult):
+                for value in result.values:
+                    entry.regression_result.regressions.add(value=value)
+            else:
+                for row in result.classifications:
+                    classifications = entry.classification_result.classifications.add()
+                    for label, score in row:
+                        classifications.classes.add(label=label, score=score)
+        return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -241,15 +237,34 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def build_server(dataplane: DataPlane, metrics: Metrics, port: int, max_threads: int):
-    """A started-ready grpc.Server bound to 0.0.0.0:port; raises OSError if it cannot bind."""
+def build_server(
+    dataplane: DataPlane,
+    metrics: Metrics,
+    *,
+    host: str,
+    port: int,
+    max_threads: int,
+    socket_path: str = "",
+    channel_arguments: list[tuple[str, int | str]] = (),
+    profiler: bool = True,
+):
+    """A grpc.Server, ready to start, listening on host:port and, if given, on a Unix socket.
+
+    As TF Serving: message sizes are not limited, --grpc_channel_arguments are applied to the
+    server (one naming a key the server sets itself replaces it), and the profiler service is
+    registered with the other two unless --enable_profiler=false. Raises OSError if it cannot
+    listen.
+    """
+    given = {key for key, _ in channel_arguments}
+    defaults = [
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.so_reuseport", 0),
+    ]
+    options = [item for item in defaults if item[0] not in given] + list(channel_arguments)
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_send_message_length", -1),
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=options,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(dataplane, metrics), server
@@ -257,10 +272,19 @@ def build_server(dataplane: DataPlane, metrics: Metrics, port: int, max_threads:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(dataplane, metrics), server
     )
-    try:
-        bound = server.add_insecure_port(f"0.0.0.0:{port}")
-    except RuntimeError:
-        bound = 0
-    if bound == 0:
-        raise OSError(f"cannot listen for gRPC on port {port} (in use?)")
+    if profiler:
+        from serving.profiler import add_profiler_service
+
+        add_profiler_service(server)
+    addresses = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"] if port else []
+    if socket_path:
+        addresses.append(f"unix:{socket_path}")
+    for address in addresses:
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            where = f"on {socket_path}" if address.startswith("unix:") else f"on port {port}"
+            raise OSError(f"cannot listen for gRPC {where} (in use?)")
     return server

@@ -1,8 +1,14 @@
-"""Message types TF Serving reads from text files that tensorflow-serving-api does not ship.
+"""Message types the server needs that neither TensorFlow nor tensorflow-serving-api ships.
 
-`monitoring_config.proto` and `session_bundle_config.proto` (BatchingParameters) are not in
-the pip package, so their fields (names and types as in TF Serving 2.21) are declared here
-and built at run time; `text_format` then parses the files exactly as TF Serving does.
+- `monitoring_config.proto` and `session_bundle_config.proto` (BatchingParameters): TF
+  Serving's text config files; `text_format` then parses them exactly as TF Serving does.
+- The profiler service's ProfileRequest / ProfileResponse / TerminateRequest (package
+  `tensorflow`, tsl/profiler/protobuf/profiler_service.proto), which TF Serving serves on its
+  gRPC port. Only the fields the server reads or writes are declared; a parser skips the rest
+  (`opts`, `tools`, `tool_options`), as proto3 parsers do with unknown fields.
+
+Field names, numbers and types are the wire protocol and follow those .proto files; they are
+declared here and built at run time in a private descriptor pool.
 """
 
 from __future__ import annotations
@@ -57,12 +63,39 @@ def _messages() -> dict[str, type]:
         repeated=("allowed_batch_sizes",),
     )
     pool.Add(proto)
-    return {
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="serving_local/profiler.proto", package="tensorflow", syntax="proto3"
+    )
+    uint64 = (field.TYPE_UINT64, "")
+    string = (field.TYPE_STRING, "")
+    message(
+        "ProfileRequest",
+        [("duration_ms", 1, *uint64), ("max_events", 2, *uint64),
+         ("repository_root", 5, *string), ("session_id", 6, *string),
+         ("host_name", 7, *string)],
+    )  # fmt: skip
+    message("ProfileToolData", [("name", 1, *string), ("data", 2, field.TYPE_BYTES, "")])
+    message(
+        "ProfileResponse",
+        [("tool_data", 6, field.TYPE_MESSAGE, ".tensorflow.ProfileToolData"),
+         ("empty_trace", 7, field.TYPE_BOOL, "")],
+        repeated=("tool_data",),
+    )  # fmt: skip
+    message("TerminateRequest", [("session_id", 1, *string)])
+    message("TerminateResponse", [])
+    pool.Add(proto)
+    classes = {
         name: message_factory.GetMessageClass(
             pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
         )
         for name in ("MonitoringConfig", "BatchingParameters")
     }
+    for name in ("ProfileRequest", "ProfileResponse", "TerminateRequest", "TerminateResponse"):
+        classes[name] = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"tensorflow.{name}")
+        )
+    return classes
 
 
 def monitoring_config():
@@ -71,3 +104,8 @@ def monitoring_config():
 
 def batching_parameters():
     return _messages()["BatchingParameters"]()
+
+
+def profiler_message(name: str):
+    """ProfileRequest, ProfileResponse, TerminateRequest or TerminateResponse (the class)."""
+    return _messages()[name]

@@ -24,6 +24,7 @@ from serving.dataplane import DataPlane, RequestSpec
 from serving.errors import Code, ServingError, invalid_argument
 from serving.logs import log
 from serving.metrics import Metrics
+from serving.replies import model_spec, signature_def_map, status_response
 
 PREDICT_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -196,8 +197,6 @@ class RestApi:
         return restjson.encode_regress(result.values), result.version
 
     def _status(self, spec: RequestSpec) -> tuple[bytes, None]:
-        from serving.grpc_service import status_response
-
         response = status_response(self.dataplane.status(spec))
         text = json_format.MessageToJson(
             response, always_print_fields_with_no_presence=True, indent=1
@@ -205,21 +204,15 @@ class RestApi:
         return text.encode(), None
 
     def _metadata(self, spec: RequestSpec) -> tuple[bytes, int]:
-        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
-
         name, version, signature_defs = self.dataplane.metadata(spec)
-        model_spec = model_pb2.ModelSpec(name=name)
-        model_spec.version.value = version
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in signature_defs.items():
-            signature_map.signature_def[key].CopyFrom(signature_def)
         options = {
             "always_print_fields_with_no_presence": True,
             "preserving_proto_field_name": True,
             "indent": 1,
         }
-        model_spec_json = json_format.MessageToJson(model_spec, **options)
-        signature_json = json_format.MessageToJson(signature_map, **options)
+        # TF Serving prints the SignatureDefMap itself under "signature_def", not as an Any.
+        model_spec_json = json_format.MessageToJson(model_spec(name, version), **options)
+        signature_json = json_format.MessageToJson(signature_def_map(signature_defs), **options)
         text = (
             f'{{\n"model_spec":{model_spec_json},\n"metadata": '
             f'{{"signature_def": {signature_json}}}\n}}\n'

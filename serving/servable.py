@@ -8,12 +8,14 @@ TF2/Keras 3 exports and TF1 graph SavedModels alike.
 from __future__ import annotations
 
 import re
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from serving.errors import ServingError, internal, invalid_argument
+from serving.errors import Code, ServingError, internal, invalid_argument
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -30,18 +32,6 @@ class TensorSpec:
     dtype: np.dtype
     dtype_enum: int
     shape: tuple[int | None, ...] | None
-
-    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        if self.shape is None:
-            return True
-        return len(shape) == len(self.shape) and all(
-            want is None or want == got for want, got in zip(self.shape, shape, strict=True)
-        )
-
-    def describe_shape(self) -> str:
-        if self.shape is None:
-            return "[?]"
-        return "[" + ",".join("-1" if d is None else str(d) for d in self.shape) + "]"
 
 
 def numpy_dtype(dtype_enum: int) -> np.dtype:
@@ -71,36 +61,104 @@ def _spec(key: str, tensor_info) -> TensorSpec:
 
 
 class Signature:
-    """A SignatureDef plus the function that runs it."""
+    """A SignatureDef of a loaded version, run through the version's runtime by tensor name."""
 
-    def __init__(self, name: str, signature_def, function) -> None:
+    def __init__(self, name: str, signature_def, runtime) -> None:
         self.name = name
         self.signature_def = signature_def
         self.method_name = signature_def.method_name
-        self.function = function
+        self.runtime = runtime
         self.inputs = {k: _spec(k, v) for k, v in signature_def.inputs.items()}
         self.outputs = {k: _spec(k, v) for k, v in signature_def.outputs.items()}
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Call the signature on host arrays; TF errors become INVALID_ARGUMENT (bad input)."""
+    def run(
+        self, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Feed `inputs` (by alias) and fetch `output_keys` (default: every output).
+
+        As in TF Serving (predict_util.cc), the tensors go to the session as they are: their
+        shapes are not compared with the signature's; whatever the graph's ops accept is
+        answered, and what they refuse comes back with the op's own message.
+        """
+        keys = list(self.outputs) if output_keys is None else list(output_keys)
+        feeds = [
+            (self.signature_def.inputs[alias].name, _feedable(array, self.inputs[alias]))
+            for alias, array in sorted(inputs.items())
+        ]
+        fetches = [self.signature_def.outputs[alias].name for alias in keys]
+        values = self.runtime.run(feeds, fetches)
+        return dict(zip(keys, values, strict=True))
+
+
+def _feedable(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Strings as an object array of bytes, which is what a TF string tensor takes."""
+    if spec.dtype == object and array.dtype.kind == "U":
+        return np.vectorize(lambda text: text.encode("utf-8"), otypes=[object])(array)
+    if spec.dtype == object and array.dtype.kind == "S":
+        return array.astype(object)
+    return array
+
+
+class SessionRuntime:
+    """A SavedModel loaded the way TF Serving loads every SavedModel, TF1 or TF2: the `serve`
+    MetaGraphDef imported into a session, variables restored and init ops run
+    (saved_model/loader.cc); a request is one Session run from the signature's tensor names.
+
+    Callables are prepared once per (feeds, fetches) combination and are safe to call from many
+    threads at once, as DirectSession::RunCallable is.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+        from tensorflow.python.util import deprecation
+
+        self.graph = tf.Graph()
+        config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        with self.graph.as_default(), deprecation.silence():
+            tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def run(self, feeds: list[tuple[str, np.ndarray]], fetches: list[str]) -> list[np.ndarray]:
         import tensorflow as tf
 
-        feeds = {}
-        for key, array in inputs.items():
-            spec = self.inputs[key]
-            feeds[key] = tf.constant(array, dtype=tf.dtypes.as_dtype(spec.dtype_enum))
+        key = (tuple(name for name, _ in feeds), tuple(fetches))
+        function = self._callables.get(key)
+        if function is None:
+            function = self._prepare(key)
         try:
-            results = self.function(**feeds)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            raise invalid_argument(_first_line(error)) from None
+            values = function(*(array for _, array in feeds))
         except tf.errors.OpError as error:
             raise ServingError(_code_of(error), _first_line(error)) from None
-        return {key: _to_numpy(value) for key, value in results.items()}
+        except (ValueError, TypeError) as error:  # a value numpy cannot hand to TensorFlow
+            raise invalid_argument(_first_line(error)) from None
+        return [_to_numpy(value) for value in values]
+
+    def _prepare(self, key: tuple):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+
+        with self._lock:
+            function = self._callables.get(key)
+            if function is None:
+                options = config_pb2.CallableOptions(feed=list(key[0]), fetch=list(key[1]))
+                try:
+                    # The public make_callable() checks shapes in Python before TensorFlow
+                    # sees them; TF Serving's Session::Run does not, so neither may we.
+                    function = self.session._make_callable_from_options(options)
+                except tf.errors.OpError as error:
+                    raise ServingError(_code_of(error), _first_line(error)) from None
+                self._callables[key] = function
+        return function
+
+    def close(self) -> None:
+        self._callables.clear()
+        self.session.close()
 
 
 def _to_numpy(value) -> np.ndarray:
-    array = value.numpy()
-    return array if isinstance(array, np.ndarray) else np.asarray(array)
+    return value if isinstance(value, np.ndarray) else np.asarray(value)
 
 
 # Lines that tf.function errors put before the failing op's own message.
@@ -123,9 +181,7 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _code_of(error):
-    from serving.errors import Code
-
+def _code_of(error) -> Code:
     try:
         return Code(error.error_code)
     except (ValueError, AttributeError):
@@ -166,9 +222,7 @@ def read_signature_defs(version_dir: Path):
     )
 
 
-def _code(name: str):
-    from serving.errors import Code
-
+def _code(name: str) -> Code:
     return Code[name]
 
 
@@ -177,24 +231,33 @@ def _not_found_code():
 
 
 class LoadedVersion:
-    """A loaded version of a model. Thread-safe for concurrent inference."""
+    """A loaded version of a model. Thread-safe for concurrent inference.
 
-    def __init__(self, name: str, version: int, path: Path) -> None:
+    With `prefer_tflite`, a version folder holding `model.tflite` is served by the TF Lite
+    interpreter (TF Serving's --prefer_tflite_model); otherwise the SavedModel is loaded.
+    """
+
+    def __init__(self, name: str, version: int, path: Path, prefer_tflite: bool = False) -> None:
         self.name = name
         self.version = version
         self.path = path
-        self.signature_defs = read_signature_defs(path)
-        import tensorflow as tf
-
+        tflite = path / TFLITE_FILE
         try:
-            self._loaded = tf.saved_model.load(str(path), tags=["serve"])
+            if prefer_tflite and tflite.is_file():
+                self.runtime = TfLiteRuntime(tflite)
+                self.signature_defs = self.runtime.signature_defs
+            else:
+                self.signature_defs = read_signature_defs(path)
+                self.runtime = SessionRuntime(path)
+        except ServingError:
+            raise
         except Exception as error:  # any loader failure is a failed version, not a crash
             raise internal(f"Failed to load SavedModel at {path}: {_first_line(error)}") from None
-        functions = dict(self._loaded.signatures)
-        self.signatures: dict[str, Signature] = {}
-        for key, signature_def in self.signature_defs.items():
-            if key in functions:
-                self.signatures[key] = Signature(key, signature_def, functions[key])
+        self.signatures: dict[str, Signature] = {
+            key: Signature(key, signature_def, self.runtime)
+            for key, signature_def in self.signature_defs.items()
+            if key != INIT_OP_SIGNATURE
+        }
 
     def signature(self, name: str) -> Signature:
         key = name or DEFAULT_SIGNATURE
@@ -204,3 +267,129 @@ class LoadedVersion:
 
             raise failed_precondition(f'Serving signature key "{key}" not found.')
         return signature
+
+
+TFLITE_FILE = "model.tflite"
+# The TF Lite metadata entry in which TF Serving's converter keeps SignatureDefs: a flexbuffer
+# map from signature key to a serialized SignatureDef (tflite tools/signature/signature_def_util).
+TFLITE_SIGNATURES_METADATA = b"signature_defs_metadata"
+
+
+class TfLiteRuntime:
+    """model.tflite run by TensorFlow's TF Lite interpreter, as TF Serving's TfLiteSession does.
+
+    Signatures come from the model's `signature_defs_metadata` when it has one; otherwise one
+    `serving_default` predict signature is made from the interpreter's input and output tensors,
+    keyed by tensor name (tflite_session.cc). Each run resizes the inputs to the fed shapes. One
+    interpreter, one run at a time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": still TF's own
+            warnings.simplefilter("ignore")
+            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        self._lock = threading.Lock()
+        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+        self._outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        self._shapes = {name: tuple(d["shape"]) for name, d in self._inputs.items()}
+        self.signature_defs = self._read_signatures(path)
+
+    def _read_signatures(self, path: Path) -> dict:
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        from serving.logs import log
+
+        stored = _tflite_signature_metadata(path.read_bytes())
+        signatures = {}
+        if stored:
+            for key, data in stored.items():
+                signature_def = meta_graph_pb2.SignatureDef.FromString(data)
+                for kind, known in (("input", self._inputs), ("output", self._outputs)):
+                    for alias, info in getattr(signature_def, f"{kind}s").items():
+                        name = self._tensor_name(info.name, known)
+                        if name is None:
+                            raise invalid_argument(
+                                f"Signature {kind} {alias} references an unknown tensor"
+                            )
+                        info.name = name
+                signatures[key] = signature_def
+            return signatures
+        log("tflite_no_signature_def", level="warning", path=path,
+            note="No signature def found in TFLite model. Generating one.")  # fmt: skip
+        signature_def = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+        for details, target in ((self._inputs, "inputs"), (self._outputs, "outputs")):
+            for name, detail in details.items():
+                info = getattr(signature_def, target)[_legacy_name(name)]
+                info.name = name
+                info.dtype = _dtype_enum(detail["dtype"])
+                for size in detail["shape_signature"]:
+                    info.tensor_shape.dim.add().size = int(size)
+        return {DEFAULT_SIGNATURE: signature_def}
+
+    @staticmethod
+    def _tensor_name(name: str, known: dict) -> str | None:
+        if name in known:
+            return name
+        legacy = _legacy_name(name)
+        return legacy if legacy in known else None
+
+    def run(self, feeds: list[tuple[str, np.ndarray]], fetches: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            try:
+                for name, array in feeds:
+                    detail = self._inputs.get(name)
+                    if detail is None:
+                        raise invalid_argument(f"Missing input TFLite tensor: {name}")
+                    if self._shapes[name] != array.shape:
+                        self.interpreter.resize_tensor_input(detail["index"], list(array.shape))
+                        self._shapes[name] = array.shape
+                self.interpreter.allocate_tensors()
+                for name, array in feeds:
+                    self.interpreter.set_tensor(self._inputs[name]["index"], array)
+                self.interpreter.invoke()
+                values = []
+                for name in fetches:
+                    detail = self._outputs.get(name)
+                    if detail is None:
+                        raise internal(f"Missing output TFLite tensor: {name}")
+                    values.append(np.array(self.interpreter.get_tensor(detail["index"])))
+            except (ValueError, RuntimeError) as error:
+                raise invalid_argument(_first_line(error)) from None
+        return values
+
+    def close(self) -> None:
+        pass
+
+
+def _legacy_name(name: str) -> str:
+    """A TF tensor name `x:0` as TF Lite names it, `x` (TfToTfLiteLegacyTensorName)."""
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _dtype_enum(numpy_type) -> int:
+    import tensorflow as tf
+
+    return tf.dtypes.as_dtype(numpy_type).as_datatype_enum
+
+
+def _tflite_signature_metadata(model: bytes) -> dict[str, bytes]:
+    """The flexbuffer map in a .tflite file's `signature_defs_metadata` entry, if any."""
+    from flatbuffers import flexbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(model, 0)
+    for index in range(root.MetadataLength()):
+        metadata = root.Metadata(index)
+        if metadata.Name() != TFLITE_SIGNATURES_METADATA:
+            continue
+        data = root.Buffers(metadata.Buffer()).DataAsNumpy()
+        if not isinstance(data, np.ndarray):
+            return {}
+        stored = flexbuffers.GetRoot(data.tobytes()).AsMap
+        return {
+            key.AsKey: bytes(value.AsStringBytes if value.IsString else value.AsBlob)
+            for key, value in zip(stored.Keys, stored.Values, strict=True)
+        }
+    return {}

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-from serving.options import Options, grpc_channel_arguments
 from serving.config import (
     ConfigError,
     ModelConfig,
@@ -19,6 +18,7 @@ from serving.config import (
 )
 from serving.errors import ServingError
 from serving.logs import log
+from serving.options import Options, grpc_channel_arguments
 
 SHUTDOWN_GRACE_SECONDS = 30
 
@@ -70,7 +70,7 @@ def _run(options: Options) -> int:
     def load(name: str, version: int, path: Path) -> LoadedVersion:
         log("version_loading", model=name, version=version, path=path)
         try:
-            servable = LoadedVersion(name, version, path)
+            servable = LoadedVersion(name, version, path, options.prefer_tflite_model)
         except Exception:
             metrics.load_attempt(str(path), "fail")
             raise
@@ -119,14 +119,24 @@ def _run(options: Options) -> int:
 
     try:
         grpc_server = grpc_service.build_server(
-            dataplane, metrics, options.port, options.grpc_max_threads
+            dataplane,
+            metrics,
+            host=options.host,
+            port=options.port,
+            max_threads=options.grpc_max_threads,
+            socket_path=options.grpc_socket_path,
+            channel_arguments=grpc_channel_arguments(options.grpc_channel_arguments),
+            profiler=options.enable_profiler,
         )
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         manager.stop()
         return 1
     grpc_server.start()
-    log("grpc_listening", address=f"0.0.0.0:{options.port}")
+    if options.port:
+        log("grpc_listening", address=f"{options.host}:{options.port}")
+    if options.grpc_socket_path:
+        log("grpc_listening", address=f"unix:{options.grpc_socket_path}")
 
     def stop_grpc() -> threading.Event:
         return grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
@@ -173,7 +183,7 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
 
     config = uvicorn.Config(
         app,
-        host="0.0.0.0",
+        host=options.host,
         port=options.rest_api_port,
         log_level="warning",
         access_log=False,
