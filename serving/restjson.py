@@ -17,13 +17,23 @@ import math
 import numpy as np
 import orjson
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import Code, ServingError, invalid_argument
 from serving.servable import TensorSpec, dtype_name
 
 ROW, COLUMNAR = "row", "columnar"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_MAX = float(np.finfo(np.float32).max)
+# numpy arrays have at most 64 dimensions (TF tensors 254), so no request tensor has more.
+MAX_RANK = 64
+# orjson parses at most this many levels of nested arrays and objects.
+MAX_NESTING = 1024
+# Messages quote request JSON as TF Serving does, but only this much of it: TF Serving's
+# pretty-printed echo of a deeply nested 2 KB body is megabytes.
+MAX_ECHO_CHARS = 400
+# Elements of all tensors of one request, checked before they are allocated: decoding costs
+# ~50 bytes per element on top of the parsed JSON, whatever the body size limit allows.
+DEFAULT_MAX_REQUEST_ELEMENTS = 16 * 1024 * 1024
 
 
 # ---- helpers that reproduce TF Serving's wording -----------------------------------------------
@@ -45,9 +55,19 @@ def json_type(value) -> str:
     return "Number"
 
 
-def json_text(value) -> str:
-    """A JSON value as TF Serving prints it in messages (rapidjson's pretty writer)."""
-    return json.dumps(value, indent=4, ensure_ascii=False, allow_nan=True)
+_PRETTY = json.JSONEncoder(indent=4, ensure_ascii=False, allow_nan=True)
+
+
+def json_text(value, limit: int = MAX_ECHO_CHARS) -> str:
+    """A JSON value as TF Serving prints it in messages (rapidjson's pretty writer), cut after
+    `limit` characters. The encoder is lazy, so a huge or deep value is never written out."""
+    chunks, size = [], 0
+    for chunk in _PRETTY.iterencode(value):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return "".join(chunks)[:limit] + f"... (cut at {limit} characters)"
+    return "".join(chunks)
 
 
 def _type_error(value, spec_dtype: int):
@@ -73,22 +93,72 @@ def parse_body(body: bytes) -> dict:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as error:
+        if "surrogate in string" in error.msg:  # a lone \ud800 escape; rapidjson refuses it too
+            raise invalid_argument(
+                f"JSON Parse error: The surrogate pair in string is invalid. at offset: {error.pos}"
+            ) from None
+        if "depth" in error.msg:
+            raise _too_deep() from None
         try:  # the json module accepts NaN and Infinity, as TF Serving's parser does
-            document = json.loads(body)
+            document = json.loads(body, parse_int=_parse_int, parse_float=_parse_float)
         except json.JSONDecodeError as error:
             raise invalid_argument(
                 f"JSON Parse error: {error.msg} at offset: {error.pos}"
             ) from None
-        except RecursionError:  # past orjson's 1024 levels; no tensor nests that deep
-            raise invalid_argument("JSON Parse error: Nesting is too deep") from None
+        except RecursionError:
+            raise _too_deep() from None
         except UnicodeDecodeError as error:
             raise invalid_argument(
                 f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
             ) from None
+        _reject_surrogates(document)
     if not isinstance(document, dict):
         raise _format_error(document, "Is not object")
     return document
+
+
+def _too_deep() -> ServingError:
+    return invalid_argument(
+        f"JSON Parse error: Nesting is too deep: more than {MAX_NESTING} levels of arrays and "
+        "objects (the local server's limit)"
+    )
+
+
+def _parse_int(text: str):
+    """Integers as rapidjson reads them: past 64 bits a double. int() alone would refuse more
+    than 4300 digits with a ValueError."""
+    if len(text.lstrip("-")) <= 20:
+        value = int(text)
+        if INT64_MIN <= value <= 2**64 - 1:
+            return value
+    return _parse_float(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise invalid_argument("JSON Parse error: Number too big to be stored in double")
+    return value
+
+
+def _reject_surrogates(document) -> None:
+    """Lone surrogates (`"\\ud800"`), which json accepts and orjson and rapidjson do not."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid_argument(
+                    "JSON Parse error: The surrogate pair in string is invalid."
+                ) from None
 
 
 def signature_name(document: dict) -> str:
@@ -120,10 +190,39 @@ def _decode_b64(value) -> bytes:
             raise invalid_argument("Unable to base64 decode") from None
 
 
-def _dense_shape(value) -> list[int]:
+class LimitExceeded(ServingError):
+    """A request past one of the local server's limits (TF Serving has other limits or none)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.INVALID_ARGUMENT, message)
+
+
+class ElementBudget:
+    """Tensor elements that one request may still decode."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_REQUEST_ELEMENTS) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, count: int) -> None:
+        if self.used + count > self.limit:
+            raise LimitExceeded(
+                f"Request has at least {self.used + count} tensor elements, more than the local "
+                f"server's limit of {self.limit} (--max_request_elements); send fewer instances "
+                "per request"
+            )
+        self.used += count
+
+
+def _dense_shape(value, max_rank: int = MAX_RANK) -> list[int]:
     shape = []
     while isinstance(value, list):
         shape.append(len(value))
+        if len(shape) > max_rank:
+            raise LimitExceeded(
+                f"JSON list nests more than {max_rank} levels deep: tensors here have at most "
+                f"{MAX_RANK} dimensions (a row of 'instances' at most {MAX_RANK - 1})"
+            )
         if not value:
             break
         value = value[0]
@@ -207,9 +306,13 @@ def _integers(values, spec: TensorSpec) -> np.ndarray:
     return np.array(values, dtype=wide).astype(spec.dtype)
 
 
-def decode_tensor(value, spec: TensorSpec) -> np.ndarray:
+def decode_tensor(
+    value, spec: TensorSpec, budget: ElementBudget | None = None, max_rank: int = MAX_RANK
+) -> np.ndarray:
     """A (nested) JSON value to an array of the spec's dtype, or TF Serving's error."""
-    shape = _dense_shape(value)
+    shape = _dense_shape(value, max_rank)
+    if budget is not None:
+        budget.take(math.prod(shape))
     # Fast path: a regular nested list of the right scalar types.
     try:
         objects = np.array(value, dtype=object)
@@ -247,8 +350,13 @@ def _lossless_float32(flat: np.ndarray, numbers: np.ndarray) -> bool:
     return all(abs(v) <= 2**24 - 1 for v in integers)
 
 
-def decode_predict(document: dict, specs: dict[str, TensorSpec]) -> tuple[dict, str]:
+def decode_predict(
+    document: dict,
+    specs: dict[str, TensorSpec],
+    max_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS,
+) -> tuple[dict, str]:
     """Inputs of a predict request body and its format (ROW or COLUMNAR)."""
+    budget = ElementBudget(max_elements)
     if not specs:
         raise invalid_argument("Failed to get input map for signature: DEFAULT")
     has_instances, has_inputs = "instances" in document, "inputs" in document
@@ -258,13 +366,13 @@ def decode_predict(document: dict, specs: dict[str, TensorSpec]) -> tuple[dict, 
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
         )
     if has_instances:
-        return _decode_instances(document, specs), ROW
+        return _decode_instances(document, specs, budget), ROW
     if has_inputs:
-        return _decode_inputs(document["inputs"], specs), COLUMNAR
+        return _decode_inputs(document["inputs"], specs, budget), COLUMNAR
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
+def _decode_instances(document: dict, specs: dict[str, TensorSpec], budget: ElementBudget) -> dict:
     instances = document["instances"]
     if not isinstance(instances, list):
         raise _format_error(document, "Excepting 'instances' to be an list/array")
@@ -283,7 +391,7 @@ def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
         ((name, spec),) = specs.items()
         # Fast path: the whole list is one regular tensor with the batch as 0th dimension.
         try:
-            return {name: _decode_regular(instances, spec)}
+            return {name: _decode_regular(instances, spec, budget)}
         except _Irregular:
             pass
     columns: dict[str, list] = {name: [] for name in specs}
@@ -296,7 +404,9 @@ def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
                 )
             for name, value in element.items():
                 try:
-                    _add_instance_item(value, name, specs, columns, shapes)
+                    _add_instance_item(value, name, specs, columns, shapes, budget)
+                except LimitExceeded:
+                    raise
                 except ServingError as error:
                     raise invalid_argument(
                         f"Failed to process element: {index} key: {name} of 'instances' list. "
@@ -314,7 +424,9 @@ def _decode_instances(document: dict, specs: dict[str, TensorSpec]) -> dict:
                 )
             name = next(iter(specs))
             try:
-                _add_instance_item(element, name, specs, columns, shapes)
+                _add_instance_item(element, name, specs, columns, shapes, budget)
+            except LimitExceeded:
+                raise
             except ServingError as error:
                 raise invalid_argument(
                     f"Failed to process element: {index} of 'instances' list. Error: "
@@ -327,18 +439,23 @@ class _Irregular(Exception):
     pass
 
 
-def _decode_regular(value, spec: TensorSpec) -> np.ndarray:
+def _decode_regular(value, spec: TensorSpec, budget: ElementBudget) -> np.ndarray:
+    used = budget.used
     try:
-        array = decode_tensor(value, spec)
+        array = decode_tensor(value, spec, budget)
+    except LimitExceeded:
+        raise
     except Exception as error:
+        budget.used = used  # the element-by-element path counts them again
         raise _Irregular from error
     return array
 
 
-def _add_instance_item(value, name, specs, columns, shapes) -> None:
+def _add_instance_item(value, name, specs, columns, shapes, budget: ElementBudget) -> None:
     if name not in specs:
         raise invalid_argument(f"JSON object: does not have named input: {name}")
-    array = decode_tensor(value, specs[name])
+    # np.stack adds the batch dimension.
+    array = decode_tensor(value, specs[name], budget, max_rank=MAX_RANK - 1)
     shape = list(array.shape)
     if name not in shapes:
         shapes[name] = shape
@@ -354,7 +471,7 @@ def _add_instance_item(value, name, specs, columns, shapes) -> None:
     columns[name].append(array)
 
 
-def _decode_inputs(value, specs: dict[str, TensorSpec]) -> dict:
+def _decode_inputs(value, specs: dict[str, TensorSpec], budget: ElementBudget) -> dict:
     if not isinstance(value, dict) or _is_b64(value):
         if len(specs) > 1:
             raise invalid_argument(
@@ -362,12 +479,12 @@ def _decode_inputs(value, specs: dict[str, TensorSpec]) -> dict:
                 "tensors required as per tensorinfo_map"
             )
         ((name, spec),) = specs.items()
-        return {name: decode_tensor(value, spec)}
+        return {name: decode_tensor(value, spec, budget)}
     tensors = {}
     for name, spec in specs.items():
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = decode_tensor(value[name], spec)
+        tensors[name] = decode_tensor(value[name], spec, budget)
     return tensors
 
 
