@@ -14,14 +14,16 @@ import time
 import urllib.parse
 
 import anyio
+import h11
 import orjson
 from google.protobuf import json_format
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from serving import restjson
 from serving.dataplane import DataPlane, RequestSpec
-from serving.errors import Code, ServingError, invalid_argument
+from serving.errors import Code, ServingError, invalid_argument, not_found
 from serving.logs import log
 from serving.metrics import Metrics
 from serving.replies import model_spec, signature_def_map, status_response
@@ -39,6 +41,8 @@ V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 # exhaust memory. 64 MiB holds ~85,000 MNIST images as JSON lists.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_INT64 = 2**63 - 1
+# Longer error messages (an op's, or one quoting a path or signature name) are cut to this.
+MAX_ERROR_CHARS = 4096
 
 
 class PayloadTooLarge(ServingError):
@@ -57,7 +61,31 @@ def json_response(body: bytes, status: int = 200) -> Response:
 
 
 def error_response(error: ServingError) -> Response:
-    return json_response(orjson.dumps({"error": error.message}), error.http_status)
+    message = str(error.message)
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... (cut at {MAX_ERROR_CHARS} characters)"
+    try:
+        body = orjson.dumps({"error": message})
+    except TypeError:  # a lone surrogate: UTF-8 cannot hold it, so write it as \udxxx text
+        text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        body = orjson.dumps({"error": text})
+    return json_response(body, error.http_status)
+
+
+class JsonErrorH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, whose own 400 (a request h11 cannot parse: a bad Content-Length,
+    control bytes in the path) is `{"error": ...}` like every other answer. TF Serving's
+    libevent answers an HTML page there. Use as `uvicorn.Config(http=JsonErrorH11Protocol)`."""
+
+    def send_400_response(self, msg: str) -> None:
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=orjson.dumps({"error": msg})),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 class RestApi:
@@ -70,12 +98,14 @@ class RestApi:
         timeout_ms: int,
         prometheus_path: str | None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_request_elements: int = restjson.DEFAULT_MAX_REQUEST_ELEMENTS,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.prometheus_path = prometheus_path
         self.max_body_bytes = max_body_bytes
+        self.max_request_elements = max_request_elements
         self.num_threads = num_threads
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -91,7 +121,13 @@ class RestApi:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        response = await self.handle(request)
+        try:
+            response = await self.handle(request)
+        except Exception as error:  # never uvicorn's plain-text 500
+            log("request_failed", level="error", error=repr(error))
+            response = error_response(
+                ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
+            )
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
@@ -100,11 +136,14 @@ class RestApi:
         if self.prometheus_path and path == self.prometheus_path and request.method == "GET":
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
         if not V1_PATH.fullmatch(path):
-            return Response(b"", status_code=404)
+            # TF Serving answers libevent's HTML "404 Not Found" page; JSON serves clients better.
+            return error_response(not_found(f"Malformed request: {request.method} {path}"))
         try:
             return await self._dispatch(request, path)
         except ServingError as error:
             return error_response(error)
+        except ClientDisconnect:  # nobody reads the answer
+            return error_response(ServingError(Code.CANCELLED, "Client closed the request"))
         except Exception as error:  # a bug must still answer in TF Serving's error format
             log("request_failed", level="error", path=path, error=repr(error))
             return error_response(ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}"))
@@ -184,7 +223,9 @@ class RestApi:
         spec = RequestSpec(spec.name, spec.version, spec.label, restjson.signature_name(document))
         if verb == "predict":
             specs = self.dataplane.input_specs(spec)
-            inputs, response_format = restjson.decode_predict(document, specs)
+            inputs, response_format = restjson.decode_predict(
+                document, specs, self.max_request_elements
+            )
             started = time.perf_counter()
             result = self.dataplane.predict(spec, inputs)
             self.metrics.runtime(spec.name, "Predict", time.perf_counter() - started)
@@ -224,8 +265,9 @@ def _spec(name: str, version: str | None, label: str | None) -> RequestSpec:
     model_name = urllib.parse.unquote(name)
     parsed_version = None
     if version:
-        parsed_version = int(version)
-        if parsed_version > MAX_INT64:
+        digits = version.lstrip("0") or "0"  # int() refuses more than 4300 digits
+        if len(digits) > len(str(MAX_INT64)) or int(digits) > MAX_INT64:
             raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        parsed_version = int(digits)
     parsed_label = urllib.parse.unquote(label) if label else None
     return RequestSpec(model_name, parsed_version, parsed_label)
