@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving import tensorproto
 from serving.batching import Batcher
 from serving.errors import ServingError, internal, invalid_argument, unimplemented
 from serving.manager import ModelManager
@@ -300,13 +301,13 @@ class DataPlane:
             raise invalid_argument(f"No warmup data file found at {path}")
 
     def _replay(self, servable: LoadedVersion, log_entry) -> None:
-        import tensorflow as tf
 
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
             signature = servable.signature(request.model_spec.signature_name)
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            unlimited = tensorproto.Budget(0)  # the model's own records
+            inputs = {k: tensorproto.decode(k, v, unlimited) for k, v in request.inputs.items()}
             self._check_inputs(signature, inputs)
             signature.run(inputs)
         elif kind in ("classify_log", "regress_log"):

@@ -14,9 +14,6 @@ import functools
 import time
 
 import grpc
-import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -27,6 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import tensorproto
 from serving.config import ConfigError, model_configs_from_proto
 from serving.dataplane import DataPlane, RegressResult, RequestSpec, serialize_examples
 from serving.errors import Code, ServingError, invalid_argument
@@ -39,44 +37,6 @@ def request_spec(model_spec) -> RequestSpec:
     version = model_spec.version.value if model_spec.HasField("version") else None
     label = model_spec.version_label or None
     return RequestSpec(model_spec.name, version, label, model_spec.signature_name)
-
-
-def to_array(name: str, tensor) -> np.ndarray:
-    try:
-        return tf.make_ndarray(tensor)
-    except (TypeError, ValueError, tf.errors.OpError):
-        raise invalid_argument(f"tensor parsing error: {name}") from None
-
-
-# numpy dtype -> the TensorProto field TensorFlow's Tensor::AsProtoField fills for it.
-_TYPED_FIELD = {
-    np.dtype(np.float32): "float_val",
-    np.dtype(np.float64): "double_val",
-    np.dtype(np.int8): "int_val",
-    np.dtype(np.int16): "int_val",
-    np.dtype(np.int32): "int_val",
-    np.dtype(np.uint8): "int_val",
-    np.dtype(np.uint16): "int_val",
-    np.dtype(np.int64): "int64_val",
-    np.dtype(np.uint32): "uint32_val",
-    np.dtype(np.uint64): "uint64_val",
-    np.dtype(np.bool_): "bool_val",
-}
-
-
-def to_tensor(array: np.ndarray):
-    """A TensorProto with the values in their typed field, as TF Serving answers."""
-    array = np.asarray(array)
-    field = _TYPED_FIELD.get(array.dtype)
-    if field is None:
-        # Strings go to string_val and half floats to half_val: make_tensor_proto does both.
-        return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
-    proto.tensor_shape.SetInParent()  # a scalar has a shape too: no dims
-    for size in array.shape:
-        proto.tensor_shape.dim.add().size = size
-    getattr(proto, field).extend(array.ravel().tolist())
-    return proto
 
 
 def fill_model_spec(target, name: str, version: int, signature_name: str | None) -> None:
@@ -124,14 +84,24 @@ def _handled(api: str):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        max_request_bytes: int = tensorproto.DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self.dataplane, self.metrics = dataplane, metrics
+        self.max_request_bytes = max_request_bytes
 
     @_handled("Predict")
     def Predict(self, request, context):
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        inputs = {name: to_array(name, tensor) for name, tensor in request.inputs.items()}
+        budget = tensorproto.Budget(self.max_request_bytes)
+        inputs = {
+            name: tensorproto.decode(name, tensor, budget)
+            for name, tensor in request.inputs.items()
+        }
         started = time.perf_counter()
         result = self.dataplane.predict(
             request_spec(request.model_spec), inputs, list(request.output_filter)
@@ -140,7 +110,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         fill_model_spec(response.model_spec, result.name, result.version, result.signature_name)
         for name, array in result.outputs.items():
-            response.outputs[name].CopyFrom(to_tensor(array))
+            response.outputs[name].CopyFrom(tensorproto.encode(array))
         return response
 
     @_handled("GetModelMetadata")
@@ -247,6 +217,7 @@ def build_server(
     socket_path: str = "",
     channel_arguments: list[tuple[str, int | str]] = (),
     profiler: bool = True,
+    max_request_bytes: int = tensorproto.DEFAULT_MAX_REQUEST_BYTES,
 ):
     """A grpc.Server, ready to start, listening on host:port and, if given, on a Unix socket.
 
@@ -267,7 +238,7 @@ def build_server(
         options=options,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(dataplane, metrics), server
+        PredictionService(dataplane, metrics, max_request_bytes), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(dataplane, metrics), server

@@ -47,6 +47,20 @@ FLAGS: dict[str, Flag] = {
         "on every interface); 0.0.0.0 or :: to accept other machines.",
         local_only=True,
     ),
+    "max_request_bytes": Flag(
+        int,
+        256 * 1024 * 1024,
+        "Largest decoded size of one gRPC request's tensors; larger ones get "
+        "RESOURCE_EXHAUSTED before anything is allocated. 0: no limit.",
+        local_only=True,
+    ),
+    "max_request_elements": Flag(
+        int,
+        16 * 1024 * 1024,
+        "Most tensor elements one REST request may decode (counted before decoding); "
+        "more get 400. 0: no limit.",
+        local_only=True,
+    ),
     "model_name": Flag(str, "default", "Model name (ignored with --model_config_file)."),
     "model_base_path": Flag(
         str, "", "Folder holding integer version sub-folders (ignored with --model_config_file)."
@@ -191,6 +205,9 @@ def validate(options: Options) -> None:
             raise FlagError(f"--{name} must be between 0 and 65535, got {value}")
     if options.port == 0 and not options.grpc_socket_path:
         raise FlagError("--port must be a port number, not 0 (or give --grpc_socket_path)")
+    for name in ("max_request_bytes", "max_request_elements"):
+        if getattr(options, name) < 0:
+            raise FlagError(f"--{name} must be 0 (no limit) or a positive number")
     for name in ("rest_api_num_threads", "grpc_max_threads"):
         if getattr(options, name) < 1:
             raise FlagError(f"--{name} must be at least 1")

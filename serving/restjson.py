@@ -205,7 +205,7 @@ class ElementBudget:
         self.used = 0
 
     def take(self, count: int) -> None:
-        if self.used + count > self.limit:
+        if self.limit > 0 and self.used + count > self.limit:
             raise LimitExceeded(
                 f"Request has at least {self.used + count} tensor elements, more than the local "
                 f"server's limit of {self.limit} (--max_request_elements); send fewer instances "

@@ -127,6 +127,7 @@ def _run(options: Options) -> int:
             socket_path=options.grpc_socket_path,
             channel_arguments=grpc_channel_arguments(options.grpc_channel_arguments),
             profiler=options.enable_profiler,
+            max_request_bytes=options.max_request_bytes,
         )
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -164,7 +165,7 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
 
     import uvicorn
 
-    from serving.rest import RestApi
+    from serving.rest import JsonErrorH11Protocol, RestApi
 
     app = RestApi(
         dataplane,
@@ -172,6 +173,7 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
         num_threads=options.rest_api_num_threads,
         timeout_ms=options.rest_api_timeout_in_ms,
         prometheus_path=prometheus_path,
+        max_request_elements=options.max_request_elements,
     )
 
     class Server(uvicorn.Server):
@@ -185,6 +187,7 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
         app,
         host=options.host,
         port=options.rest_api_port,
+        http=JsonErrorH11Protocol,  # uvicorn's own 400s answer {"error": ...} too
         log_level="warning",
         access_log=False,
         lifespan="off",

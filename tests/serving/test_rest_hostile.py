@@ -312,6 +312,15 @@ def test_uvicorns_own_400_is_json(request_bytes):
     assert json.loads(body) == {"error": "Invalid HTTP request received."}
 
 
+def test_python_m_serving_answers_its_own_400_as_json(server):
+    # The same h11 protocol class, as `python -m serving` wires it into uvicorn.
+    reply = raw_exchange(server.rest_port, b"GET /v1/\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower(), head
+    assert "error" in json.loads(body)
+
+
 # ---- the fuzz test ---------------------------------------------------------------------------
 
 # Text with everything JSON can escape, lone surrogates included (json.dumps writes \ud800).
