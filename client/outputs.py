@@ -175,11 +175,23 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _umask() -> int:
+    """The process's umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _replace(path: Path, content: str) -> None:
-    """Write `content` to a temporary file beside `path`, fsync it, rename it over `path`."""
+    """Write `content` to a temporary file beside `path`, fsync it, rename it over `path`.
+
+    The file gets the mode a plain open() would give it (0666 less the umask, usually 0644, as
+    the reports have), not mkstemp's 0600: other users and pods read predictions too.
+    """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(
             descriptor, "w", encoding="utf-8", errors="surrogateescape", newline=""
         ) as out:

@@ -122,3 +122,23 @@ def test_resume_without_a_file_starts_one(tmp_path):
     with PredictionWriter(tmp_path / "p.jsonl", resume=True) as writer:
         assert writer.done == set()
     assert (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_predictions_files_get_the_mode_the_umask_gives_like_the_reports(tmp_path, umask, mode):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        out = tmp_path / "p.csv"
+        with PredictionWriter(out) as writer:
+            writer.write(_scored("a.png", 1))
+        assert stat.S_IMODE(out.stat().st_mode) == mode
+        # Rewritten on resume and sorted on close: still the same mode.
+        with PredictionWriter(out, resume=True) as writer:
+            writer.write(_scored("0.png", 2))
+            writer.close(sort=True)
+        assert stat.S_IMODE(out.stat().st_mode) == mode
+    finally:
+        os.umask(previous)
