@@ -24,6 +24,9 @@ RUN_DIR ?= runs/$(MODEL)
 TRAIN_ARGS ?=
 # --data-dir: MNIST_DIR for MNIST; set DATA_DIR for another data set (empty: Keras' download).
 DATA_DIR ?= $(if $(filter mnist,$(DATASET)),$(MNIST_DIR))
+# TensorBoard: `make tensorboard` shows every run under TB_LOGDIR (each has a tensorboard/).
+TB_LOGDIR ?= runs
+TB_PORT ?= 6006
 # Serving: the local server's (and the compose setup's) ports.
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
@@ -54,11 +57,14 @@ DOCKER_OK = timeout 20 docker info >/dev/null 2>&1
 NO_DOCKER = { echo "$@: no Docker engine answers (docker info failed); $(1)" >&2; exit 1; }
 DATA_FLAG = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: help setup test test-fast lint demo train train-gpu images serve serve-local stop \
-	score evaluate k8s-render k8s-check tools clean
+.PHONY: help setup test test-fast lint demo train train-gpu tensorboard images serve serve-local \
+	stop score evaluate k8s-render k8s-check tools clean
 
+# Colour only on a terminal (and not with NO_COLOR): `make help | less` and logs get plain text.
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then on='\033[36m' off='\033[0m'; else on= off=; fi; \
+	grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}'
 
 setup: $(VENV)/.installed ## Create .venv and install every extra from the pinned constraints.
 
@@ -99,6 +105,10 @@ train-gpu: ## Train in Dockerfile.gpu's CUDA image with --gpus all, publishing i
 		$(TRAINER_IMAGE) train --dataset $(DATASET) $(if $(DATA_DIR),--data-dir /data) \
 		--model $(MODEL) --epochs $(EPOCHS) --model-repo /models --model-name $(MODEL_NAME) \
 		--run-dir /run-dir $(TRAIN_ARGS)
+
+tensorboard: setup ## Serve TensorBoard for the training runs under TB_LOGDIR (runs/) on localhost:TB_PORT (6006).
+	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-3} $(BIN)/tensorboard --logdir $(TB_LOGDIR) \
+		--port $(TB_PORT)
 
 images: setup ## Write the MNIST test split as PNGs, one folder per class, into IMAGES.
 	$(BIN)/python -m trainer export-images --dataset mnist --split test --out $(IMAGES) \
@@ -144,8 +154,9 @@ $(TOOLS_VENV)/.installed: scripts/tools-constraints.txt
 	$(TOOLS_VENV)/bin/pip install --quiet -c scripts/tools-constraints.txt checkov
 	@touch $@
 
-clean: ## Remove generated outputs (runs/, reports/, data/, build/); keeps models/ and the venvs.
+# preds.csv, report/ and digits/ are what the README's and docs/client.md's examples write.
+clean: ## Remove generated outputs (runs/, reports/, data/, build/, preds.csv, report/, digits/); keeps models/ and the venvs.
 	@if [ -f $(SERVER_PID) ]; then scripts/serve_local.sh stop --pid-file $(SERVER_PID); fi
-	rm -rf runs reports data build .pytest_cache .ruff_cache
+	rm -rf runs reports data build preds.csv report digits .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -path ./$(TOOLS_VENV) -prune -o \
 		-name __pycache__ -type d -prune -exec rm -rf {} +

@@ -53,6 +53,26 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Which server, and are its ports free? Decided before training, so that a busy port costs
+# seconds, not a training run and a published version.
+if timeout 20 docker info >/dev/null 2>&1; then
+    use_compose=1
+    if [[ $grpc_port != 8500 || $rest_port != 8501 ]]; then
+        echo "demo: the compose setup publishes 8500/8501; GRPC_PORT/REST_PORT are ignored" >&2
+        grpc_port=8500 rest_port=8501
+    fi
+else
+    use_compose=""
+fi
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$grpc_port" "$rest_port"; do
+    if port_busy "$port"; then
+        echo "demo: port $port is taken (a server from an earlier run? 'make stop'); free it or" \
+            "pick others: make demo GRPC_PORT=9500 REST_PORT=9501" >&2
+        exit 1
+    fi
+done
+
 mkdir -p "$run_dir"
 
 step "training the MLP on MNIST ($epochs epochs at most) and publishing into $model_repo/mnist"
@@ -72,12 +92,8 @@ if [[ ! -f $images_done ]]; then
     export_pid=$!
 fi
 
-if timeout 20 docker info >/dev/null 2>&1; then
+if [[ -n $use_compose ]]; then
     step "starting stock TF Serving (docker compose, gRPC :8500, REST :8501)"
-    if [[ $grpc_port != 8500 || $rest_port != 8501 ]]; then
-        echo "demo: the compose setup publishes 8500/8501; GRPC_PORT/REST_PORT are ignored" >&2
-        grpc_port=8500 rest_port=8501
-    fi
     server_kind=compose
     MODEL_REPOSITORY="$(cd "$model_repo" && pwd)" docker compose -f serving/compose.yaml up -d
 else

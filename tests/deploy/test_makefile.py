@@ -102,3 +102,64 @@ def test_k8s_render_writes_one_file_per_overlay(tmp_path):
     assert written == [f"{tmp_path}/cpu.yaml", f"{tmp_path}/gpu.yaml"]
     for path in written:
         assert "kind: Deployment" in Path(path).read_text()
+
+
+def test_help_prints_no_colour_codes_into_a_pipe():
+    result = make("help")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "tensorboard" in result.stdout
+
+
+def test_tensorboard_target_serves_the_runs_with_the_pinned_tensorboard():
+    result = make("--assume-old=.venv/.installed", "-n", "tensorboard", "TB_PORT=7007")
+    assert result.returncode == 0, result.stderr
+    command = " ".join(result.stdout.replace("\\\n", " ").split())
+    assert ".venv/bin/tensorboard --logdir runs --port 7007" in command
+    # TensorBoard is in the train extra, pinned, with the same pin in constraints.txt.
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    (pin,) = [
+        item for item in project["project"]["optional-dependencies"]["train"]
+        if item.startswith("tensorboard==")
+    ]  # fmt: skip
+    assert pin in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+
+
+def test_clean_removes_what_the_readme_examples_write():
+    result = make("-n", "clean")
+    assert result.returncode == 0, result.stderr
+    (remove,) = [line for line in result.stdout.splitlines() if line.startswith("rm -rf")]
+    for path in ("runs", "reports", "data", "build", "preds.csv", "report", "digits"):
+        assert path in remove.split(), path
+    assert "models" not in remove.split()
+
+
+def test_demo_checks_its_ports_before_training(tmp_path):
+    import os
+    import signal
+    import socket
+
+    if docker_engine_answers():
+        pytest.skip("a Docker engine answers here: the demo would use 8500/8501")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "GRPC_PORT": str(port), "REST_PORT": "1", "EPOCHS": "1",
+               "MODEL_REPO": str(tmp_path / "models")}  # fmt: skip
+        process = subprocess.Popen(
+            [str(REPO_ROOT / "scripts" / "demo.sh")], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail("the demo did not stop at the busy port (it went on to train)")
+    assert process.returncode != 0
+    assert f"port {port} is taken" in stderr
+    assert "training" not in stdout
+    assert not (tmp_path / "models").exists()
