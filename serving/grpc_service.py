@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import os
 import time
 
 import grpc
@@ -175,8 +176,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(
+        self, dataplane: DataPlane, metrics: Metrics, reload_guard: ReloadGuard | None = None
+    ) -> None:
         self.dataplane, self.metrics = dataplane, metrics
+        self.reload_guard = reload_guard
 
     @_handled("GetModelStatus")
     def GetModelStatus(self, request, context):
@@ -187,6 +191,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
         try:
+            if self.reload_guard is not None:
+                self.reload_guard.check_enabled()
             if request.config.WhichOneof("config") != "model_config_list":
                 raise invalid_argument(
                     "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
@@ -196,6 +202,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 models = model_configs_from_proto(request.config)
             except ConfigError as error:
                 raise invalid_argument(str(error)) from None
+            if self.reload_guard is not None:
+                self.reload_guard.check_models(models)
             self.dataplane.reload_config(models)
         except ServingError as error:
             log("config_reload_failed", level="error", source="HandleReloadConfigRequest",
@@ -205,6 +213,39 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             context.abort(grpc.StatusCode[error.code.name], error.message)
         response.status.error_code = int(Code.OK)
         return response
+
+
+class ReloadGuard:
+    """What a HandleReloadConfigRequest may do on this server (local only; TF Serving, which
+    has no authentication either, takes any request from anyone who reaches its port).
+
+    With `enabled` false every request answers PERMISSION_DENIED. Otherwise each model's base
+    path, symlinks resolved, must lie inside one of `roots`, so that a request cannot make the
+    server load (and run the signatures of) a SavedModel from anywhere on the machine.
+    """
+
+    def __init__(self, enabled: bool, roots: list[str]) -> None:
+        self.enabled = enabled
+        self.roots = [os.path.realpath(root) for root in roots if root]
+
+    def check_enabled(self) -> None:
+        if not self.enabled:
+            raise ServingError(
+                Code.PERMISSION_DENIED,
+                "HandleReloadConfigRequest is disabled on this server (--allow_config_reload="
+                "false); change the --model_config_file instead",
+            )
+
+    def check_models(self, models) -> None:
+        for model in models:
+            path = os.path.realpath(model.base_path)
+            if not any(path == root or path.startswith(root + os.sep) for root in self.roots):
+                raise ServingError(
+                    Code.PERMISSION_DENIED,
+                    f"model {model.name}: base_path {model.base_path} is outside the folders "
+                    "this server loads models from; start it with --model_roots=<folder,...> "
+                    "to allow more",
+                )
 
 
 def build_server(
@@ -218,6 +259,7 @@ def build_server(
     channel_arguments: list[tuple[str, int | str]] = (),
     profiler: bool = True,
     max_request_bytes: int = tensorproto.DEFAULT_MAX_REQUEST_BYTES,
+    reload_guard: ReloadGuard | None = None,
 ):
     """A grpc.Server, ready to start, listening on host:port and, if given, on a Unix socket.
 
@@ -241,7 +283,7 @@ def build_server(
         PredictionService(dataplane, metrics, max_request_bytes), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(dataplane, metrics), server
+        ModelService(dataplane, metrics, reload_guard), server
     )
     if profiler:
         from serving.profiler import add_profiler_service

@@ -87,6 +87,27 @@ FLAGS: dict[str, Flag] = {
     "allow_version_labels_for_unavailable_models": Flag(
         bool, False, "Let a new version label point at a version that is not loaded yet."
     ),
+    "allow_config_reload": Flag(
+        bool,
+        True,
+        "Accept ModelService/HandleReloadConfigRequest. false: it answers PERMISSION_DENIED "
+        "(the config file still applies).",
+        local_only=True,
+    ),
+    "model_roots": Flag(
+        str,
+        "",
+        "Comma-separated folders a HandleReloadConfigRequest may take base paths from "
+        "(default: the folders holding the start-up models' base paths).",
+        local_only=True,
+    ),
+    "show_paths": Flag(
+        bool,
+        False,
+        "Name version folders by absolute path in status answers and metrics, as TF Serving "
+        "does (default: <model>/<folder>).",
+        local_only=True,
+    ),
     "prefer_tflite_model": Flag(
         bool, False, "Serve model.tflite from a version folder when it has one (TF Lite)."
     ),

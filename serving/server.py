@@ -23,6 +23,11 @@ from serving.options import Options, grpc_channel_arguments
 SHUTDOWN_GRACE_SECONDS = 30
 
 
+def redact(error: ServingError, path: Path, shown: str) -> ServingError:
+    """The error with the version folder's absolute path replaced by how answers show it."""
+    return ServingError(error.code, error.message.replace(str(path), shown))
+
+
 def run(options: Options) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -67,20 +72,30 @@ def _run(options: Options) -> int:
     metrics = Metrics()
     batcher = Batcher(batching) if batching else None
 
+    def shown(name: str, path: Path) -> str:
+        """How answers and metrics name a version folder (logs keep the absolute path)."""
+        return str(path) if options.show_paths else f"{name}/{path.name}"
+
     def load(name: str, version: int, path: Path) -> LoadedVersion:
         log("version_loading", model=name, version=version, path=path)
         try:
             servable = LoadedVersion(name, version, path, options.prefer_tflite_model)
+        except ServingError as error:
+            metrics.load_attempt(shown(name, path), "fail")
+            raise redact(error, path, shown(name, path)) from None
         except Exception:
-            metrics.load_attempt(str(path), "fail")
+            metrics.load_attempt(shown(name, path), "fail")
             raise
-        metrics.load_attempt(str(path), "success")
+        metrics.load_attempt(shown(name, path), "success")
         return servable
 
     dataplane_holder: list = []
 
     def warmup(servable) -> None:
-        dataplane_holder[0].warmup(servable)
+        try:
+            dataplane_holder[0].warmup(servable)
+        except ServingError as error:
+            raise redact(error, servable.path, shown(servable.name, servable.path)) from None
 
     manager = ModelManager(
         models,
@@ -128,6 +143,12 @@ def _run(options: Options) -> int:
             channel_arguments=grpc_channel_arguments(options.grpc_channel_arguments),
             profiler=options.enable_profiler,
             max_request_bytes=options.max_request_bytes,
+            reload_guard=grpc_service.ReloadGuard(
+                options.allow_config_reload,
+                options.model_roots.split(",")
+                if options.model_roots
+                else [os.path.dirname(os.path.abspath(m.base_path)) for m in models],
+            ),
         )
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
