@@ -1,42 +1,52 @@
-"""Import TF Serving's generated protobuf modules without importing TensorFlow.
+"""The gRPC transport's protobuf modules: our own, compiled from `client/transport/proto/*.proto`.
 
-`tensorflow-serving-api` ships its `*_pb2` modules, but they import TensorFlow's own protos as
-`tensorflow.core.framework.tensor_pb2` and friends. Importing any `tensorflow.*` submodule runs
-`tensorflow/__init__.py` first, which loads the whole runtime (seconds, hundreds of MB) even
-though the protos are plain generated code whose own packages (`tensorflow/core/__init__.py`,
-...) are empty.
+The client speaks TF Serving's gRPC API with messages declared in this project (TF Serving's
+package names and field numbers, only the fields the client uses), compiled by grpcio-tools
+when the project is installed. So gRPC needs grpcio and protobuf, not TensorFlow or
+tensorflow-serving-api, and the modules keep to a descriptor pool of their own, so they live
+beside TensorFlow's in one process in either import order.
 
-So, when TensorFlow is not imported yet, `load()` puts a bare placeholder package named
-`tensorflow` (with the real package's search path) in `sys.modules`, imports the proto modules
-through it, and removes the placeholder again. The proto modules stay registered under their
-real names, so a later `import tensorflow` runs the real `__init__` and reuses them: same files,
-same descriptors. While the placeholder is in place a lock is held, and it is never left behind
-(`finally`). Another thread importing TensorFlow during those ~0.1 s could see the placeholder;
-the client itself never imports TensorFlow, and a process that does can import it first.
+`load()` imports them once and returns them as attributes. `tensorflow`, `tensorflow_error`,
+`serving` and `serving_grpc` are the generated modules; the names of TF Serving's Python
+modules (`predict_pb2`, `tensor_pb2`, `prediction_service_pb2_grpc`, ...) are aliases of them,
+so code written against tensorflow-serving-api reads the same: `load().predict_pb2.PredictRequest`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import importlib.util
-import sys
 import threading
-import types
+from pathlib import Path
 from types import SimpleNamespace
 
 _lock = threading.Lock()
 _loaded: SimpleNamespace | None = None
 
+PACKAGE = "client.transport.proto"
 _MODULES = {
-    "predict_pb2": "tensorflow_serving.apis.predict_pb2",
-    "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
-    "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
-    "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
-    "model_service_pb2_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
-    "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
-    "types_pb2": "tensorflow.core.framework.types_pb2",
-    "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
+    "tensorflow": "tensorflow_pb2",
+    "tensorflow_error": "tensorflow_error_pb2",
+    "serving": "tensorflow_serving_pb2",
+    "serving_grpc": "tensorflow_serving_pb2_grpc",
 }
+# TF Serving's module name -> the module here that declares its messages.
+_ALIASES = {
+    "predict_pb2": "serving",
+    "get_model_metadata_pb2": "serving",
+    "get_model_status_pb2": "serving",
+    "prediction_service_pb2_grpc": "serving_grpc",
+    "model_service_pb2_grpc": "serving_grpc",
+    "tensor_pb2": "tensorflow",
+    "types_pb2": "tensorflow",
+    "tensor_shape_pb2": "tensorflow",
+}
+
+_NOT_COMPILED = (
+    "the gRPC transport's protobuf modules are {what}: they are compiled from "
+    "client/transport/proto/*.proto when the project is installed; run "
+    "pip install -e '.[client]' (or make setup) again, or use an http:// server address"
+)
 
 
 def load() -> SimpleNamespace:
@@ -52,24 +62,32 @@ def load() -> SimpleNamespace:
 
 def _import_all() -> SimpleNamespace:
     try:
-        placeholder = None
-        if "tensorflow" not in sys.modules:
-            spec = importlib.util.find_spec("tensorflow")
-            if spec is None or not spec.submodule_search_locations:
-                raise ModuleNotFoundError("tensorflow", name="tensorflow")
-            placeholder = types.ModuleType("tensorflow")
-            placeholder.__path__ = list(spec.submodule_search_locations)
-            placeholder.__spec__ = spec
-            sys.modules["tensorflow"] = placeholder
-        try:
-            modules = {key: importlib.import_module(name) for key, name in _MODULES.items()}
-        finally:
-            if placeholder is not None and sys.modules.get("tensorflow") is placeholder:
-                del sys.modules["tensorflow"]
+        modules = {
+            key: importlib.import_module(f"{PACKAGE}.{module}") for key, module in _MODULES.items()
+        }
     except ModuleNotFoundError as error:
+        if (error.name or "").startswith(PACKAGE):
+            raise ModuleNotFoundError(
+                _NOT_COMPILED.format(what="not compiled"), name=error.name
+            ) from error
         raise ModuleNotFoundError(
             f"the gRPC transport needs {error.name!r}: install the client extra "
             "(pip install 'digits-serving[client]') or use an http:// server address",
             name=error.name,
         ) from error
+    stale = stale_sources()
+    if stale:
+        raise ImportError(_NOT_COMPILED.format(what=f"older than {', '.join(stale)}"), name=PACKAGE)
+    modules.update({alias: modules[key] for alias, key in _ALIASES.items()})
     return SimpleNamespace(**modules)
+
+
+def stale_sources() -> list[str]:
+    """The .proto files that changed since the modules were compiled (the build records each
+    file's sha256; a wheel's copies are the ones it was built from)."""
+    compiled = importlib.import_module(f"{PACKAGE}._compiled").SOURCES
+    folder = Path(importlib.import_module(PACKAGE).__file__).parent
+    current = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.glob("*.proto")
+    }
+    return sorted(name for name, digest in current.items() if compiled.get(name) != digest)

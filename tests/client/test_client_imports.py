@@ -1,5 +1,6 @@
-"""Start-up cost: --help imports neither TensorFlow nor grpc; REST never imports TensorFlow;
-gRPC loads TF Serving's protos without running TensorFlow's package __init__."""
+"""Start-up cost and isolation: --help imports neither TensorFlow nor grpc; REST never imports
+TensorFlow or grpc; gRPC uses the client's own protos, never TensorFlow's, and they live beside
+TensorFlow's in one process whichever is imported first."""
 
 from __future__ import annotations
 
@@ -64,8 +65,7 @@ def test_rest_path_never_imports_tensorflow_or_grpc(fake, tmp_path):
     assert output.strip() == "[]", output
 
 
-@pytest.mark.slow
-def test_grpc_path_loads_protos_without_tensorflow_and_tensorflow_still_imports(fake):
+def test_grpc_path_never_imports_tensorflow(fake):
     output = run_snippet(
         f"""
         import sys
@@ -73,21 +73,72 @@ def test_grpc_path_loads_protos_without_tensorflow_and_tensorflow_still_imports(
         from client.types import ModelSpec
         with connect({fake.grpc_url!r}) as transport:
             assert transport.metadata(ModelSpec()).version == 3
-        assert "tensorflow" not in sys.modules, "TensorFlow's __init__ ran"
-        assert "tensorflow.core.framework.tensor_pb2" in sys.modules
-        print("light")
-        import tensorflow as tf  # the real package must still import and share the protos
-        from tensorflow.core.framework import tensor_pb2
-        from tensorflow_serving.apis import predict_pb2
-        proto = tf.make_tensor_proto([1, 2, 3])
-        assert isinstance(proto, tensor_pb2.TensorProto)
-        request = predict_pb2.PredictRequest()
-        request.inputs["x"].CopyFrom(proto)
-        assert tf.make_ndarray(request.inputs["x"]).tolist() == [1, 2, 3]
-        print("tensorflow", tf.__version__)
+            assert transport.status(ModelSpec())[0].state == "AVAILABLE"
+        {loaded(("tensorflow", "tensorflow_serving", "keras"))}
         """
     )
-    assert "light" in output and "tensorflow 2." in output
+    assert output.strip() == "[]", output
+
+
+# Both import orders: TensorFlow's generated modules register tensorflow.TensorProto and friends
+# in protobuf's default pool; the client's own modules must neither clash with them nor replace
+# them, and the bytes each side writes must parse on the other.
+INTEROP = """
+    import numpy as np
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+    from client.transport import protos
+    from client.transport.grpc_transport import to_numpy, to_tensor_proto
+    pb = protos.load()
+    ours = pb.predict_pb2.PredictRequest()
+    ours.model_spec.name = "mnist"
+    ours.model_spec.version.value = 3
+    ours.model_spec.signature_name = "serving_default"
+    ours.inputs["images"].CopyFrom(to_tensor_proto(np.arange(6, dtype=np.uint8).reshape(1, 2, 3)))
+    theirs = predict_pb2.PredictRequest.FromString(ours.SerializeToString())
+    assert tf.make_ndarray(theirs.inputs["images"]).tolist() == [[[0, 1, 2], [3, 4, 5]]]
+    assert theirs.SerializeToString(deterministic=True) == ours.SerializeToString(
+        deterministic=True
+    )
+    reply = predict_pb2.PredictResponse()
+    reply.outputs["classes"].CopyFrom(tf.make_tensor_proto([b"a", b"b"]))
+    reply.outputs["p"].CopyFrom(tf.make_tensor_proto(np.float32([[0.25, 0.75]])))
+    decoded = pb.predict_pb2.PredictResponse.FromString(reply.SerializeToString())
+    assert to_numpy(decoded.outputs["classes"]).tolist() == [b"a", b"b"]
+    assert to_numpy(decoded.outputs["p"]).tolist() == [[0.25, 0.75]]
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    signatures.signature_def["serving_default"].method_name = "tensorflow/serving/predict"
+    metadata = get_model_metadata_pb2.GetModelMetadataResponse()
+    metadata.metadata["signature_def"].Pack(signatures)
+    mine = pb.get_model_metadata_pb2.GetModelMetadataResponse.FromString(
+        metadata.SerializeToString()
+    )
+    unpacked = pb.get_model_metadata_pb2.SignatureDefMap()
+    assert mine.metadata["signature_def"].Unpack(unpacked)
+    assert unpacked.signature_def["serving_default"].method_name == "tensorflow/serving/predict"
+    assert pb.tensor_pb2.TensorProto is not tensor_pb2.TensorProto  # TensorFlow's stays its own
+    print("interoperable")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["client", "tensorflow"])
+def test_client_protos_and_tensorflow_share_a_process_in_either_order(fake, first):
+    client_first = f"""
+        from client.transport import connect
+        from client.types import ModelSpec
+        with connect({fake.grpc_url!r}) as transport:
+            assert transport.metadata(ModelSpec()).version == 3
+    """
+    tensorflow_first = """
+        import tensorflow as tf
+        from tensorflow.core.framework import tensor_pb2
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+    """
+    steps = (
+        [client_first, tensorflow_first] if first == "client" else [tensorflow_first, client_first]
+    )
+    output = run_snippet("".join(textwrap.dedent(step) for step in [*steps, INTEROP]))
+    assert "interoperable" in output, output
 
 
 @pytest.mark.parametrize(("blocked", "server"), [("requests", "http://x"), ("grpc", "grpc://x")])
@@ -104,3 +155,24 @@ def test_a_missing_library_says_which_extra_to_install(blocked, server):
         """
     )
     assert f"needs '{blocked}'" in output and "digits-serving[client]" in output
+
+
+def test_uncompiled_protos_say_how_to_compile_them():
+    output = run_snippet(
+        """
+        import sys
+        sys.modules["client.transport.proto.tensorflow_pb2"] = None  # as if never compiled
+        from client.transport import connect
+        try:
+            connect("grpc://x")
+        except ModuleNotFoundError as error:
+            print(error)
+        """
+    )
+    assert "not compiled" in output and "pip install -e '.[client]'" in output, output
+
+
+def test_compiled_protos_are_those_of_the_proto_files():
+    from client.transport import protos
+
+    assert protos.stale_sources() == [], "run pip install -e . to compile the changed .proto files"
