@@ -85,3 +85,34 @@ RetriesOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON for machines instead of a table.")
 ]
+DEFAULT_MIN_CONFIDENCE = 0.5  # client.scoring.DEFAULT_MIN_CONFIDENCE (scoring loads numpy)
+DEFAULT_INPUT_CHECK = "auto"
+INPUT_CHECK_CHOICES = ("auto", "glyph", "off")
+
+
+def _input_check_choice(value: str) -> str:
+    if value not in INPUT_CHECK_CHOICES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(INPUT_CHECK_CHOICES)}")
+    return value
+
+
+MinConfidenceOption = Annotated[
+    float,
+    typer.Option(
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Flag predictions whose probability is below this in the warning column (0: never).",
+    ),
+]
+InputCheckOption = Annotated[
+    str,
+    typer.Option(
+        "--input-check",
+        metavar="[auto|glyph|off]",
+        callback=_input_check_choice,
+        help="Flag inputs unlike the training data in the warning column. glyph: after "
+        "preprocessing, the image must look like one light glyph on a dark background (MNIST); "
+        "auto: glyph for digit models (one channel, classes 0-9); off: no input check.",
+    ),
+]

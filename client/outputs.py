@@ -25,7 +25,11 @@ import orjson
 from client.names import escape_name, name_bytes, unescape_name
 from client.scoring import ScoredImage
 
-COLUMNS = ("path", "class_id", "class", "confidence", "top_k", "model_version", "error")
+COLUMNS = (
+    "path", "class_id", "class", "confidence", "top_k", "model_version", "error", "warning",
+)  # fmt: skip
+# Files written before the `warning` column existed are still read (and resumed).
+_OLD_COLUMNS = COLUMNS[:-1]
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 FLUSH_SECONDS = 0.25  # a row waits at most this long in the buffer while others follow
 
@@ -73,6 +77,7 @@ def to_row(result: ScoredImage) -> dict:
         ],
         "model_version": result.model_version,
         "error": _text(result.error),
+        "warning": _text(result.warning),
     }
 
 
@@ -91,7 +96,7 @@ def parse_top_k(text: str) -> list[dict]:
 
 def csv_values(row: dict) -> list:
     """The CSV fields of `row`, in COLUMNS order (None as empty, top-k in its CSV form)."""
-    values = [row[column] for column in COLUMNS]
+    values = [row.get(column) for column in COLUMNS]
     values[4] = format_top_k(values[4])
     return ["" if value is None else value for value in values]
 
@@ -149,18 +154,19 @@ def read_rows(path: Path) -> list[dict]:
     if not text:
         return []
     reader = csv.reader(io.StringIO(text, newline=""))
-    if tuple(next(reader, ())) != COLUMNS:
+    columns = tuple(next(reader, ()))
+    if columns not in (COLUMNS, _OLD_COLUMNS):
         raise ValueError(f"{path} does not start with the header {','.join(COLUMNS)}")
     rows = []
     for fields in reader:
         if not fields:
             continue
-        if len(fields) != len(COLUMNS):
+        if len(fields) != len(columns):
             raise ValueError(
-                f"{path}:{reader.line_num} has {len(fields)} fields, not {len(COLUMNS)}: not a "
+                f"{path}:{reader.line_num} has {len(fields)} fields, not {len(columns)}: not a "
                 "predictions file, or one torn by an unquoted line break"
             )
-        row = dict(zip(COLUMNS, fields, strict=True))
+        row = dict(zip(columns, fields, strict=True))
         rows.append(
             {
                 "path": row["path"],
@@ -170,6 +176,7 @@ def read_rows(path: Path) -> list[dict]:
                 "top_k": parse_top_k(row["top_k"]),
                 "model_version": int(row["model_version"]) if row["model_version"] else None,
                 "error": row["error"] or None,
+                "warning": row.get("warning") or None,
             }
         )
     return rows
@@ -232,6 +239,7 @@ class PredictionWriter:
         self.kept = len(kept)
         for row in kept:  # canonical text: a file from before escaping may hold a lone "\\"
             row["path"] = escape_name(unescape_name(row["path"]))
+            row.setdefault("warning", None)  # a file from before the warning column
         self.done = {unescape_name(row["path"]) for row in kept}
         _replace(self.path, header(self.format) + "".join(encode(row, self.format) for row in kept))
         self._flushed_at = time.monotonic()
@@ -272,3 +280,50 @@ class PredictionWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# What evaluate writes into its --report-dir (client.report.REPORT_FILES, without importing it).
+_REPORT_FILES = frozenset(
+    {"report.json", "report.md", "report.html", "confusion_matrix.png", "misclassified.png"}
+)
+
+
+def is_report_folder(folder: Path) -> bool:
+    """True for a folder that evaluate wrote a report into (it holds report.json and
+    report.html)."""
+    return (Path(folder) / "report.json").is_file() and (Path(folder) / "report.html").is_file()
+
+
+def is_predictions_file(path: Path) -> bool:
+    """True for a file that score wrote: *.csv starting with the predictions header, or *.jsonl
+    whose first row is a predictions row."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(256)
+    except OSError:
+        return False
+    if FORMATS[suffix] == "csv":
+        return start.startswith(",".join(_OLD_COLUMNS).encode())
+    return start.startswith(b'{"path":') and b'"class_id":' in start
+
+
+def own_outputs(files: list[Path]) -> set[Path]:
+    """The files among `files` that score or evaluate wrote: predictions files and the files of
+    evaluate's report folders. Scoring them would add rows about our own outputs."""
+    found: set[Path] = set()
+    report_folders: dict[Path, bool] = {}
+    for path in files:
+        path = Path(path)
+        if path.name in _REPORT_FILES:
+            parent = path.parent
+            if parent not in report_folders:
+                report_folders[parent] = is_report_folder(parent)
+            if report_folders[parent]:
+                found.add(path)
+                continue
+        if is_predictions_file(path):
+            found.add(path)
+    return found

@@ -189,12 +189,14 @@ def build_report(
     class_folders: dict[int, str] | None = None,
     settings: dict | None = None,
     created_at: datetime | None = None,
+    warnings: dict | None = None,
 ) -> dict:
     """The content of report.json: metrics plus what was evaluated, against what, and when.
 
     n_images: every labelled file found (scored + failed). failed: (path, reason) pairs.
     class_folders: class id -> the sub-folder its images came from.
     settings: how the run was made (server, signature, preprocess, batch size, ...).
+    warnings: the out-of-distribution summary (`warning_summary`), or None.
     Paths and folder names are taken as the file system gives them (undecodable bytes as
     surrogates); the report holds them escaped by `client.names.escape_name`, so that every
     report file is valid UTF-8 and names each file losslessly.
@@ -253,7 +255,44 @@ def build_report(
             for mistake in mistakes
         ],
         "settings": dict(settings or {}),
+        "warnings": warnings or warning_summary([], [], []),
     }
+
+
+def warning_summary(
+    paths: Sequence[str], warnings: Sequence[str | None], correct: Sequence[bool], limit: int = 25
+) -> dict:
+    """How many scored images got a `warning` (their input looks unlike the training data, or
+    the prediction's confidence was low), the accuracy on them and on the rest, and the first
+    `limit` of them. Arguments: one entry per scored image."""
+    from client.names import escape_name
+
+    flagged = [index for index, warning in enumerate(warnings) if warning]
+    others = [index for index, warning in enumerate(warnings) if not warning]
+
+    def accuracy(indices: list[int]) -> float | None:
+        return sum(bool(correct[i]) for i in indices) / len(indices) if indices else None
+
+    return {
+        "count": len(flagged),
+        "accuracy_flagged": accuracy(flagged),
+        "accuracy_others": accuracy(others),
+        "examples": [
+            {"path": escape_name(str(paths[i])), "warning": str(warnings[i])}
+            for i in flagged[:limit]
+        ],
+    }
+
+
+def _warnings_text(report: dict) -> str:
+    summary = report.get("warnings") or {"count": 0}
+    if not summary["count"]:
+        return "none"
+    return (
+        f"{summary['count']} images look unlike the training data or scored below "
+        f"--min-confidence (accuracy {_percent(summary['accuracy_flagged'])} on them, "
+        f"{_percent(summary['accuracy_others'])} on the rest)"
+    )
 
 
 def write_report(
@@ -277,8 +316,9 @@ def write_report(
         raise ValueError(f"{len(mistake_images)} images for {len(mistakes)} mistakes")
 
     confusion_png = render_confusion_matrix(np.asarray(report["confusion_matrix"]), names)
+    # The path keeps its class folder ("7/00042.png"): the file name alone is ambiguous.
     captions = [
-        f"{_shorten(Path(item['path']).name, 22)}\ntrue {_shorten(item['true_class'], 16)}\n"
+        f"{_shorten_left(item['path'], 24)}\ntrue {_shorten(item['true_class'], 16)}\n"
         f"predicted {_shorten(item['predicted_class'], 16)} ({item['confidence']:.1%})"
         for item in mistakes
     ]
@@ -393,6 +433,7 @@ def render_markdown(report: dict) -> str:
         f"| mean confidence | {_number(report['mean_confidence'])} |",
         f"| latency p50 / p95 / p99 | {_latency(report['latency_ms'])} |",
         f"| throughput | {_number(report['images_per_second'], 1)} images/s |",
+        f"| warnings | {_md(_warnings_text(report))} |",
     ]
     for key, value in report.get("settings", {}).items():
         lines.append(f"| {_md(key)} | {_md(value)} |")
@@ -431,6 +472,10 @@ def render_markdown(report: dict) -> str:
         lines += ["", "![most confident mistakes](misclassified.png)"]
     else:
         lines.append("None: every scored image was classified correctly.")
+    examples = (report.get("warnings") or {}).get("examples") or []
+    if examples:
+        lines += ["", "## Warnings", "", "| file | warning |", "| --- | --- |"]
+        lines += [f"| {_md(item['path'])} | {_md(item['warning'])} |" for item in examples]
     lines += ["", "## Failed files", ""]
     if report["failed"]:
         lines += ["| file | reason |", "| --- | --- |"]
@@ -454,6 +499,7 @@ def render_html(
         ("mean confidence", _number(report["mean_confidence"])),
         ("latency p50 / p95 / p99", _latency(report["latency_ms"])),
         ("throughput", f"{_number(report['images_per_second'], 1)} images/s"),
+        ("warnings", _warnings_text(report)),
         ("created", report["created_at"]),
         *[(str(key), str(value)) for key, value in report.get("settings", {}).items()],
     ]  # fmt: skip
@@ -513,6 +559,14 @@ def render_html(
         parts.append("</table>")
     else:
         parts.append("<p>None: every scored image was classified correctly.</p>")
+    examples = (report.get("warnings") or {}).get("examples") or []
+    if examples:
+        parts.append("<h2>Warnings</h2><table><tr><th>file</th><th>warning</th></tr>")
+        parts += [
+            f"<tr><td>{escape(item['path'])}</td><td class=text>{escape(item['warning'])}</td></tr>"
+            for item in examples
+        ]
+        parts.append("</table>")
     parts.append("<h2>Failed files</h2>")
     if report["failed"]:
         parts.append("<table><tr><th>file</th><th>reason</th></tr>")
@@ -595,3 +649,8 @@ def _md(value) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shorten_left(text: str, limit: int) -> str:
+    """`text`, its start cut when too long: a path's end (class folder, file name) matters."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]

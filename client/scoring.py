@@ -31,6 +31,14 @@ BATCH_RETRYABLE_CODES = frozenset(
 )
 BATCH_RETRY = RetryPolicy(retries=2, initial_backoff=0.5, max_backoff=5.0)
 
+# Out-of-distribution warnings (the `warning` column). input_check: "auto" checks that the model
+# input looks like one light glyph on a dark background (client.preprocess.glyph_check) for
+# digit models (one input channel, classes named 0-9), "glyph" for every one-channel model,
+# "off" never. min_confidence: a prediction whose probability is below it is flagged too.
+INPUT_CHECKS = ("auto", "glyph", "off")
+DEFAULT_MIN_CONFIDENCE = 0.5
+_DIGIT_NAMES = frozenset("0123456789")
+
 
 @dataclass
 class ScoredImage:
@@ -48,6 +56,8 @@ class ScoredImage:
     error: str | None  # one line; None when scored
     probabilities: np.ndarray | None  # float32 [K]
     latency_ms: float | None  # round trip of the batch request this image travelled in
+    # Why the input or the prediction looks out of distribution ("; "-joined), None when not.
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -140,6 +150,8 @@ def score_files(
     decode_workers: int | None = None,
     decode_processes: int = 0,
     timeout: float | None = None,
+    input_check: str = "auto",
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> Iterator[ScoredImage]:
     """Score `files` against `model`; yields one ScoredImage per file, in the order of `files`.
 
@@ -151,6 +163,7 @@ def score_files(
     decode in that many worker processes instead, which sidesteps Python's GIL: worth it when
     decoding and preprocessing, not the server, limit the rate and idle cores exist.
     timeout: seconds per request.
+    input_check, min_confidence: when a result gets a `warning` (see INPUT_CHECKS).
 
     The model's metadata is read before this returns, so a missing model or signature raises
     ClientError or ValueError here; afterwards, failures become results with `error` set: a file
@@ -162,6 +175,12 @@ def score_files(
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     if top_k < 0:
         raise ValueError(f"top-k must be >= 0, not {top_k}")
+    if input_check not in INPUT_CHECKS:
+        raise ValueError(
+            f"input check must be one of {', '.join(INPUT_CHECKS)}, not {input_check!r}"
+        )
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min confidence must lie in [0, 1], not {min_confidence}")
     if preprocess not in PREPROCESS_MODES:
         raise ValueError(
             f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, not {preprocess!r}"
@@ -169,6 +188,8 @@ def score_files(
     metadata = transport.metadata(model)
     spec = image_input(metadata, model.signature)
     scorer = _Scorer(transport, model, spec, preprocess, top_k, timeout)
+    scorer.input_check = "off" if spec.channels != 1 else input_check
+    scorer.min_confidence = min_confidence
     if decode_processes < 0:
         raise ValueError(f"decode processes must be >= 0, not {decode_processes}")
     if decode_workers is None:
@@ -204,6 +225,8 @@ class _Scorer:
         self.preprocess = preprocess
         self.top_k = top_k
         self.timeout = timeout
+        self.input_check = "auto"
+        self.min_confidence = DEFAULT_MIN_CONFIDENCE
         # Class id -> name, learnt from the `classes` output: the serving API has no call that
         # lists class names, so top-k entries never predicted as top-1 yet show the id.
         self.class_names: dict[int, str] = {}
@@ -242,6 +265,7 @@ class _Scorer:
                     self.spec.width,
                     self.spec.channels,
                     self.preprocess,
+                    self.input_check != "off",
                 )
             except RuntimeError as error:  # a broken process pool: a worker was killed (OOM)
                 decoded = Future()
@@ -271,7 +295,7 @@ class _Scorer:
     def send(self, names: list[str], decoded: Future) -> list[ScoredImage]:
         """Predict one decoded batch; `names` are its files' relative paths."""
         try:
-            order, stacked, errors = decoded.result()
+            order, stacked, errors, notes = decoded.result()
         except CancelledError:
             raise
         except Exception as error:  # a decoding process died (killed, out of memory)
@@ -287,7 +311,9 @@ class _Scorer:
                     lambda: self.transport.predict(self.model, inputs, timeout=self.timeout),
                     retryable=BATCH_RETRYABLE_CODES,
                 )
-                scored = self.interpret(reply, [names[index] for index in order])
+                scored = self.interpret(
+                    reply, [names[index] for index in order], [notes.get(i) for i in order]
+                )
             except (ClientError, ValueError) as error:  # ValueError: a malformed reply
                 scored = [failed_result(names[index], _one_line(error)) for index in order]
             except Exception as error:  # anything else costs this batch, never the whole run
@@ -297,8 +323,13 @@ class _Scorer:
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def interpret(self, reply: PredictResult, names: list[str]) -> list[ScoredImage]:
-        """Turn a predict reply into one ScoredImage per row."""
+    def interpret(
+        self, reply: PredictResult, names: list[str], notes: Sequence[str | None] = ()
+    ) -> list[ScoredImage]:
+        """Turn a predict reply into one ScoredImage per row.
+
+        notes: per row, what client.preprocess.glyph_check said about its input (or None).
+        """
         outputs = reply.outputs
         probabilities = outputs.get("probabilities")
         class_ids = outputs.get("class_ids")
@@ -350,41 +381,60 @@ class _Scorer:
                     for row_ids, row_values in zip(best.tolist(), best_values, strict=True)
                 ]
         version = reply.model_version or None
+        row_names = [
+            class_texts[row] if class_texts is not None else names_now.get(ids[row], str(ids[row]))
+            for row in range(len(names))
+        ]
+        warnings = [
+            self.warning(notes[row] if row < len(notes) else None, row_names[row], confidences[row])
+            for row in range(len(names))
+        ]
         return [
             ScoredImage(
                 path=name,
                 class_id=ids[row],
-                class_name=(
-                    class_texts[row]
-                    if class_texts is not None
-                    else names_now.get(ids[row], str(ids[row]))
-                ),
+                class_name=row_names[row],
                 confidence=confidences[row],
                 top_k=ranked_rows[row],
                 model_version=version,
                 error=None,
                 probabilities=None if probabilities is None else probabilities[row],
                 latency_ms=reply.latency_ms,
+                warning=warnings[row],
             )
             for row, name in enumerate(names)
         ]
 
+    def warning(self, note: str | None, class_name: str, confidence: float | None) -> str | None:
+        """The `warning` of one prediction: its input's glyph note, when this model is one the
+        check applies to, and a confidence below min_confidence."""
+        reasons = []
+        if note and (self.input_check == "glyph" or class_name in _DIGIT_NAMES):
+            reasons.append(f"input does not look like a digit: {note}")
+        if confidence is not None and confidence < self.min_confidence:
+            reasons.append(f"low confidence {confidence:.2f} < {self.min_confidence:g}")
+        return "; ".join(reasons) or None
+
 
 def decode_files(
-    paths: list[str], height: int, width: int, channels: int, mode: str
-) -> tuple[list[int], np.ndarray | None, dict[int, str]]:
+    paths: list[str], height: int, width: int, channels: int, mode: str, check: bool = False
+) -> tuple[list[int], np.ndarray | None, dict[int, str], dict[int, str]]:
     """Decode a batch of files for the model.
 
     Returns the indices of the files that decoded, their pixels stacked [n, H, W, C] uint8 (None
-    when none did), and index -> one-line reason for the others. A module-level function taking
-    plain values, so that worker processes can run it too.
+    when none did), index -> one-line reason for the others, and (with `check`, for
+    single-channel models) index -> why a decoded image does not look like one glyph
+    (client.preprocess.glyph_check). A module-level function taking plain values, so that
+    worker processes can run it too.
     """
-    from client.preprocess import load_image
+    from client.preprocess import glyph_check, load_image
 
     expected = (height, width, channels)
     order: list[int] = []
     images: list[np.ndarray] = []
     errors: dict[int, str] = {}
+    notes: dict[int, str] = {}
+    check = check and channels == 1
     for index, path in enumerate(paths):
         try:
             image = load_image(path, height=height, width=width, channels=channels, mode=mode)
@@ -396,9 +446,12 @@ def decode_files(
             if image.shape == expected:
                 order.append(index)
                 images.append(image)
+                note = glyph_check(image) if check else None
+                if note:
+                    notes[index] = note
             else:
                 errors[index] = f"decoded to shape {image.shape}, the model takes {expected}"
-    return order, (np.stack(images) if images else None), errors
+    return order, (np.stack(images) if images else None), errors, notes
 
 
 def _process_pool(processes: int):

@@ -16,6 +16,8 @@ from client.names import escape_name, unescape_name
 from client.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_INPUT_CHECK,
+    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
     DEFAULT_RETRIES,
@@ -24,7 +26,9 @@ from client.options import (
     DEFAULT_TIMEOUT,
     BatchSizeOption,
     ConcurrencyOption,
+    InputCheckOption,
     LabelOption,
+    MinConfidenceOption,
     ModelOption,
     PreprocessOption,
     RetriesOption,
@@ -92,11 +96,14 @@ def evaluate(
             "fraction (e.g. 0.97), after writing the report.",
         ),
     ] = None,
+    min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
+    input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
 ) -> None:
     """Score every image of a labelled folder and write an evaluation report.
 
     The report has accuracy, per-class precision/recall/F1/support, the confusion matrix,
-    latency percentiles, throughput, the files that failed and the most confident mistakes.
+    latency percentiles, throughput, the files that failed, the most confident mistakes, and
+    the images that look unlike the training data or scored below --min-confidence.
     Exit codes: 0 all scored, 1 server error, 2 bad input, 3 some files failed,
     4 accuracy below --min-accuracy.
 
@@ -146,6 +153,8 @@ def evaluate(
                     top_k=3,
                     progress=True,
                     timeout=timeout,
+                    input_check=input_check,
+                    min_confidence=min_confidence,
                 )
             )
         except KeyboardInterrupt:
@@ -189,6 +198,8 @@ def evaluate(
             "preprocess": preprocess,
             "batch_size": batch_size,
             "concurrency": concurrency,
+            "input_check": input_check,
+            "min_confidence": min_confidence,
         },
     )
     report["ignored"] = [escape_name(path.relative_to(folder).as_posix()) for path in ignored]
@@ -282,12 +293,17 @@ def _class_folders(
 
     `skip` is the report folder: when it sits inside FOLDER it is not a class.
     """
+    from client.outputs import is_report_folder
+
     skipped = skip.resolve()
     try:
         classes: dict[str, list[Path]] = {
             entry.name: []
             for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
-            if entry.is_dir() and not entry.name.startswith(".") and entry.resolve() != skipped
+            if entry.is_dir()
+            and not entry.name.startswith(".")
+            and entry.resolve() != skipped
+            and not is_report_folder(entry)  # an earlier run's --report-dir
         }
     except OSError as error:
         fail(f"cannot list {escape_name(str(folder))}: {error.strerror or error}", EXIT_USAGE)
@@ -330,7 +346,12 @@ def _build(
 ) -> dict:
     import numpy as np
 
-    from client.report import build_report, compute_metrics, most_confident_mistakes
+    from client.report import (
+        build_report,
+        compute_metrics,
+        most_confident_mistakes,
+        warning_summary,
+    )
 
     scored = [result for result in results if result.ok]
     failed = [(result.path, result.error) for result in results if not result.ok]
@@ -367,6 +388,11 @@ def _build(
         ),
         class_folders=folder_of,
         settings=settings,
+        warnings=warning_summary(
+            [result.path for result in scored],
+            [result.warning for result in scored],
+            (true_ids == predicted).tolist(),
+        ),
     )
 
 
@@ -407,3 +433,13 @@ def _print_summary(report: dict, html_path: Path) -> None:
         f"{report['n_scored']} images ({report['n_failed']} failed){timing}"
     )
     typer.echo(f"report: {html_path}")
+    warned = report["warnings"]
+    if warned["count"]:
+        flagged, others = warned["accuracy_flagged"], warned["accuracy_others"]
+        print(
+            f"warning: {warned['count']} of {report['n_scored']} images look unlike the "
+            f"model's training data or scored below --min-confidence (accuracy {flagged:.2%} "
+            f"on them, {'n/a' if others is None else f'{others:.2%}'} on the rest); the "
+            "report lists them",
+            file=sys.stderr,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,14 +13,18 @@ from client.commands.common import fail, model_spec, open_transport, server_erro
 from client.errors import EXIT_PARTIAL, EXIT_USAGE
 from client.options import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_INPUT_CHECK,
+    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
     DEFAULT_RETRIES,
     DEFAULT_SERVER,
     DEFAULT_SIGNATURE,
     DEFAULT_TIMEOUT,
+    InputCheckOption,
     JsonOption,
     LabelOption,
+    MinConfidenceOption,
     ModelOption,
     PreprocessOption,
     RetriesOption,
@@ -42,6 +47,8 @@ def predict(
     signature: SignatureOption = DEFAULT_SIGNATURE,
     preprocess: PreprocessOption = DEFAULT_PREPROCESS,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed per image.")] = 3,
+    min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
+    input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     retries: RetriesOption = DEFAULT_RETRIES,
     json_output: JsonOption = False,
@@ -49,6 +56,8 @@ def predict(
     """Classify IMAGE files (64 per request) and print file, class, confidence and top-k.
 
     Exit code 0 when every image was classified, 3 when some could not be (their row says why).
+    An image that does not look like the model's training data, or a prediction below
+    --min-confidence, gets a warning (a column, and a summary line on stderr).
 
     Example: python -m client predict digit.png --server http://localhost:8501
     """
@@ -69,6 +78,8 @@ def predict(
                     top_k=top_k,
                     progress=False,
                     timeout=timeout,
+                    input_check=input_check,
+                    min_confidence=min_confidence,
                 )
             )
         except ValueError as error:
@@ -88,6 +99,9 @@ def predict(
         for column, justify in (("file", "left"), ("class", "left"), ("confidence", "right")):
             table.add_column(column, justify=justify)
         table.add_column("top-k")
+        warned = any(result.warning for result in results)
+        if warned:
+            table.add_column("warning")
         # File names, class names and errors are text: "[...]" in them is not rich markup. File
         # names are written as score writes them (client.names.escape_name): a name that is not
         # UTF-8, or holds control characters, could neither be printed nor shown on one line.
@@ -98,6 +112,7 @@ def predict(
                     "[red]error[/]",
                     "",
                     f"[red]{escape(result.error)}[/]",
+                    *([""] if warned else []),
                 )
                 continue
             confidence = "" if result.confidence is None else f"{result.confidence:.4f}"
@@ -105,7 +120,17 @@ def predict(
                 f"{escape(name)} {probability:.3f}" for _, name, probability in result.top_k
             )
             class_name = result.class_name or str(result.class_id)
-            table.add_row(escape(escape_name(result.path)), escape(class_name), confidence, ranked)
+            warning = [f"[yellow]{escape(result.warning or '')}[/]"] if warned else []
+            table.add_row(
+                escape(escape_name(result.path)), escape(class_name), confidence, ranked, *warning
+            )
         Console().print(table)
+    warnings = sum(result.warning is not None for result in results)
+    if warnings:
+        print(
+            f"warning: {warnings} of {len(results)} images look unlike the model's training data "
+            f"or scored below --min-confidence {min_confidence:g}; do not trust those predictions",
+            file=sys.stderr,
+        )
     if any(result.error for result in results):
         raise typer.Exit(EXIT_PARTIAL)

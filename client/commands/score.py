@@ -14,6 +14,8 @@ from client.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from client.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_INPUT_CHECK,
+    DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
     DEFAULT_RETRIES,
@@ -22,7 +24,9 @@ from client.options import (
     DEFAULT_TIMEOUT,
     BatchSizeOption,
     ConcurrencyOption,
+    InputCheckOption,
     LabelOption,
+    MinConfidenceOption,
     ModelOption,
     PreprocessOption,
     RetriesOption,
@@ -45,7 +49,7 @@ def score(
             "-o",
             dir_okay=False,
             help="Predictions file: *.csv or *.jsonl. Columns: path, class_id, class, "
-            "confidence, top_k, model_version, error.",
+            "confidence, top_k, model_version, error, warning.",
         ),
     ],
     server: ServerOption = DEFAULT_SERVER,
@@ -89,6 +93,8 @@ def score(
             "when decoding, not the server, limits the rate and cores are idle.",
         ),
     ] = 0,
+    min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
+    input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     retries: RetriesOption = DEFAULT_RETRIES,
 ) -> None:
@@ -96,14 +102,17 @@ def score(
 
     Files are listed recursively (hidden ones skipped) in sorted path order, decoded and
     preprocessed in parallel, and sent in batches. A file that cannot be read or scored gets a
-    row with the reason in `error`. Rows are written as they finish, so an interrupted run keeps
+    row with the reason in `error`; an input that does not look like the model's training data,
+    or a prediction below --min-confidence, gets a `warning` (and a summary line). The
+    predictions files and evaluation reports that score and evaluate wrote inside FOLDER are
+    not scored. Rows are written as they finish, so an interrupted run keeps
     them; --resume continues it. Exit code 0 when every file was scored, 3 when some failed,
     1 when the server or model could not be used, 2 for usage errors, 130 when interrupted.
 
     Example: python -m client score digits/ --out preds.csv --server grpc://localhost:8500
     """
     from client.names import escape_name, name_order
-    from client.outputs import PredictionWriter, output_format
+    from client.outputs import PredictionWriter, output_format, own_outputs
     from client.preprocess import find_images
     from client.scoring import (
         failed_result,
@@ -122,12 +131,31 @@ def score(
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
     spec = model_spec(model, version, label, signature)
+    transport = open_transport(
+        server, timeout=timeout, retries=retries, max_connections=concurrency
+    )
     listed, unreadable = find_images(folder)
     if unreadable and not unreadable[0].name:
         fail(f"cannot list {escape_name(str(folder))}: {unreadable[0].reason}", EXIT_USAGE)
-    # The predictions file may live in the folder it describes: never score it.
+    # The predictions file may live in the folder it describes: never score it, nor the other
+    # predictions files and evaluation reports that score and evaluate left there.
     out_path = out.resolve()
     files = [path for path in listed if path.name != out_path.name or path.resolve() != out_path]
+    ours = own_outputs(files)
+    if ours:
+        files = [path for path in files if path not in ours]
+        shown = ", ".join(escape_name(relative_name(path, folder)) for path in sorted(ours)[:3])
+        print(
+            f"note: not scoring {len(ours)} file(s) that score or evaluate wrote ({shown}"
+            f"{', ...' if len(ours) > 3 else ''})",
+            file=sys.stderr,
+        )
+    if not files and not unreadable:
+        fail(
+            f"no files to score in {escape_name(str(folder))} (it is empty, or holds only hidden "
+            "files and our own outputs); point score at a folder of images",
+            EXIT_USAGE,
+        )
     names = [relative_name(path, folder) for path in files]
     if shard_count > 1:
         selected = [i for i, name in enumerate(names) if shard_of(name, shard_count) == shard_index]
@@ -143,10 +171,7 @@ def score(
     unlisted = [
         failed_result(item.name, f"cannot list folder: {item.reason}") for item in unreadable
     ]
-    transport = open_transport(
-        server, timeout=timeout, retries=retries, max_connections=concurrency
-    )
-    scored = failed = folders = 0
+    scored = failed = folders = warned = 0
     with transport, server_errors():
         # Check the server and the signature before touching --out: a failed start must not
         # leave an empty predictions file that the next run would refuse to overwrite.
@@ -178,6 +203,8 @@ def score(
                 top_k=top_k,
                 decode_processes=decode_processes,
                 timeout=timeout,
+                input_check=input_check,
+                min_confidence=min_confidence,
             )
             pending = list(reversed(unlisted))  # merged into the rows in listing order
             for result in results:
@@ -187,6 +214,7 @@ def score(
                 writer.write(result)
                 scored += 1
                 failed += result.error is not None
+                warned += result.warning is not None
             while pending:
                 writer.write(pending.pop())
                 folders += 1
@@ -210,5 +238,12 @@ def score(
         f"{unlisted_text}, in {elapsed:.1f} s ({rate:.0f} files/s) -> {out}",
         file=sys.stderr,
     )
+    if warned:
+        print(
+            f"warning: {warned} of {scored - failed} scored files look unlike the model's "
+            f"training data or scored below --min-confidence {min_confidence:g}; see the "
+            f"warning column of {out}",
+            file=sys.stderr,
+        )
     if failed or folders:
         raise typer.Exit(EXIT_PARTIAL)

@@ -123,3 +123,28 @@ def test_status_metadata_wait_and_predict_against_the_real_server(served_model, 
     assert len(json.loads(predicted.stdout)) == 3
     missing = client_cli("status", "--server", rest_server, "--model", "nosuchmodel")
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+@pytest.mark.parametrize("preprocess", ["auto", "none"])
+def test_a_colour_photo_gets_a_warning_from_the_real_mnist_model(
+    served_model, mnist_pngs, preprocess, tmp_path
+):
+    # The case: "9" at 42 % (auto), "6" at 93 % (none), exit 0 and no word of warning.
+    import matplotlib
+
+    _, pixels = mnist_pngs
+    folder = tmp_path / "mixed"
+    digits = sorted(pixels)[:20]
+    for relative in digits:
+        save_png(folder / relative, pixels[relative])
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    (folder / "photo.jpg").write_bytes(photo.read_bytes())
+    out = tmp_path / "preds.csv"
+    result = client_cli("score", folder, "--out", out, "--preprocess", preprocess,
+                        "--server", f"grpc://{served_model.grpc_target}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["path"]: row for row in read_rows(out)}
+    assert rows["photo.jpg"]["warning"].startswith("input does not look like a digit")
+    # Real digits pass the input check (a briefly trained model may still be unsure of some).
+    assert not any("does not look like" in (rows[relative]["warning"] or "") for relative in digits)
+    assert "warning: " in result.stderr and "warning column" in result.stderr

@@ -40,8 +40,8 @@ def test_csv_rows_have_the_documented_columns(tmp_path):
     with open(out, newline="") as handle:
         rows = list(csv.reader(handle))
     assert tuple(rows[0]) == COLUMNS
-    assert rows[1] == ["a, with comma/x.png", "3", "name 3", "0.91", "3:0.91;4:0.01", "2", ""]
-    assert rows[2] == ["b.png", "", "", "", "", "", "truncated image"]
+    assert rows[1] == ["a, with comma/x.png", "3", "name 3", "0.91", "3:0.91;4:0.01", "2", "", ""]
+    assert rows[2] == ["b.png", "", "", "", "", "", "truncated image", ""]
     assert read_rows(out)[0]["top_k"] == [
         {"class_id": 3, "confidence": 0.91},
         {"class_id": 4, "confidence": 0.01},
@@ -62,6 +62,7 @@ def test_jsonl_rows_are_json_objects(tmp_path):
         "top_k": [{"class_id": 1, "confidence": 0.91}, {"class_id": 2, "confidence": 0.01}],
         "model_version": 2,
         "error": None,
+        "warning": None,
     }
     assert lines[1]["error"] == "empty file" and lines[1]["class_id"] is None
     assert read_rows(out) == lines
