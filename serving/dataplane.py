@@ -80,23 +80,29 @@ class DataPlane:
 
     # ---- predict ------------------------------------------------------------------------
 
-    def input_specs(self, spec: RequestSpec):
-        """The signature's inputs, for decoding REST JSON (TF Serving's GetInfoMap)."""
+    def resolve_for_rest(self, spec: RequestSpec) -> tuple[LoadedVersion, Signature]:
+        """The version and signature a REST predict decodes its JSON for and then runs
+        (TF Serving's GetInfoMap wording when the signature is missing). Resolved once, so
+        that a hot swap cannot decode against one version and run another."""
         servable = self.manager.resolve(spec.name, spec.version, spec.label)
         key = spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(key)
         if signature is None:
             raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
-        return signature.inputs
+        return servable, signature
 
     def predict(
         self,
         spec: RequestSpec,
         inputs: dict[str, np.ndarray],
         output_filter: list[str] | tuple[str, ...] = (),
+        resolved: tuple[LoadedVersion, Signature] | None = None,
     ) -> PredictResult:
-        servable: LoadedVersion = self.manager.resolve(spec.name, spec.version, spec.label)
-        signature = servable.signature(spec.signature_name)
+        if resolved is None:
+            servable = self.manager.resolve(spec.name, spec.version, spec.label)
+            signature = servable.signature(spec.signature_name)
+        else:
+            servable, signature = resolved
         self._check_inputs(signature, inputs)
         wanted = list(output_filter)
         seen = set()

@@ -72,6 +72,8 @@ class ModelManager:
         warmup: Callable[[object], None] | None = None,
         on_state: Callable[[str, int, str], None] | None = None,
         allow_unavailable_labels: bool = False,
+        collect_idle_seconds: float = 0.5,
+        collect_max_delay_seconds: float = 30.0,
     ) -> None:
         self._lock = threading.RLock()
         self._allow_unavailable_labels = allow_unavailable_labels
@@ -86,9 +88,14 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_missing: set[str] = set()
-        # Unloaded servables whose memory gc.freeze() may hold: [weak reference, collected once].
+        # Unloaded servables whose memory gc.freeze() may hold:
+        # [weak reference, collected once, waiting since (monotonic)].
         self._unloaded: list[list] = []
         self._gc_lock = threading.Lock()  # a concurrent gc.collect() would return at once
+        self._collect_idle_seconds = collect_idle_seconds
+        self._collect_max_delay_seconds = collect_max_delay_seconds
+        self._last_request = 0.0  # monotonic time of the last resolve()
+        self._janitor: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -109,6 +116,8 @@ class ModelManager:
         if self._poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="fs-poll", daemon=True)
             self._thread.start()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="gc", daemon=True)
+        self._janitor.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -123,6 +132,13 @@ class ModelManager:
             if not futures:
                 return
             concurrent.futures.wait(futures)
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self._free_unloaded()
+            except Exception as error:  # freeing memory must never stop the server
+                log("gc_failed", level="error", error=repr(error))
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self._poll_seconds):
@@ -233,9 +249,10 @@ class ModelManager:
             # TensorFlow and a loaded model leave hundreds of thousands of long-lived objects.
             # Parsing one REST body allocates ~50k lists, which triggers full collections that
             # walk all of them (~140 ms each, every other request). Freezing moves the
-            # long-lived objects out of the collector's reach (unfreezing first lets this
-            # collection also free what earlier unloads left).
-            self._collect_and_freeze()
+            # long-lived objects out of the collector's reach. Freezing alone costs nothing;
+            # a collection (0.2-0.4 s with the GIL held) would stall the requests the old
+            # version is still answering, so garbage waits for _free_unloaded.
+            gc.freeze()
         except ServingError as error:
             self._fail(name, record, error)
         except Exception as error:  # a broken model must never take the server down
@@ -266,41 +283,56 @@ class ModelManager:
         self._set_state(name, record, UNLOADING)
         servable, record.servable = record.servable, None
         # In-flight requests hold their own reference; the servable is freed after them.
+        now = time.monotonic()
         try:
-            self._unloaded.append([weakref.ref(servable), False])
+            self._unloaded.append([weakref.ref(servable), False, now])
         except TypeError:  # not weakly referenceable: collect once
-            self._unloaded.append([lambda: None, False])
+            self._unloaded.append([lambda: None, False, now])
         del servable
         self._set_state(name, record, END)
         log("version_unloaded", model=name, version=record.version)
 
     def _free_unloaded(self) -> None:
-        """Give unloaded versions' memory back despite gc.freeze().
+        """Give unloaded versions' memory back despite gc.freeze(), off the request path.
 
         The freeze after each load put the version's objects in the permanent generation; its
-        reference cycles (TensorFlow's function graphs, trackables) are freed only by a
-        collection after gc.unfreeze(). One collection runs right after the unload; a version
-        still held by requests in flight then gets one more once they have let it go. Runs
-        outside the lock: a full collection takes a while and requests must keep resolving.
+        reference cycles (TensorFlow's graphs) are freed only by a full collection after
+        gc.unfreeze(), which holds the GIL for 0.2-0.4 s. So it waits until the server has
+        been idle for `collect_idle_seconds` (no request resolved a servable), or at most
+        `collect_max_delay_seconds` under constant load: never on the first requests to the
+        version that replaced it. One collection runs after the unload; a version still held
+        by requests in flight then gets one more once they have let it go. Runs outside the
+        lock, so requests keep resolving.
         """
+        now = time.monotonic()
         with self._lock:
             released = {id(entry) for entry in self._unloaded if entry[0]() is None}
             fresh = [entry for entry in self._unloaded if not entry[1]]
-        if not released and not fresh:
-            return
+            waiting = [e for e in self._unloaded if not e[1] or id(e) in released]
+            if not waiting:
+                return
+            idle = now - self._last_request >= self._collect_idle_seconds
+            overdue = now - min(entry[2] for entry in waiting) >= self._collect_max_delay_seconds
+            if not (idle or overdue):
+                return
         self._collect_and_freeze()
         with self._lock:
             for entry in fresh:
                 entry[1] = True
             # Only entries already released before this collection are done with; one that
-            # was let go meanwhile gets the next collection.
+            # was let go meanwhile gets the next collection, and waits from now.
             self._unloaded = [entry for entry in self._unloaded if id(entry) not in released]
+            for entry in self._unloaded:
+                entry[2] = max(entry[2], now)
 
     def _collect_and_freeze(self) -> None:
         with self._gc_lock:
+            started = time.monotonic()
             gc.unfreeze()
-            gc.collect()
+            freed = gc.collect()
             gc.freeze()
+            log("gc_collected", objects=freed, frozen=gc.get_freeze_count(),
+                seconds=f"{time.monotonic() - started:.3f}")  # fmt: skip
 
     def _set_state(self, name: str, record: VersionRecord, state: str) -> None:
         record.state = state
@@ -311,6 +343,7 @@ class ModelManager:
     def resolve(self, name: str, version: int | None = None, label: str | None = None):
         """The servable for a request, or TF Serving's NOT_FOUND / INVALID_ARGUMENT error."""
         with self._lock:
+            self._last_request = time.monotonic()
             if label:
                 config = self._configs.get(name)
                 if config is None or label not in config.labels:

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving import restjson
 from serving.dataplane import DataPlane, RequestSpec
@@ -85,6 +86,20 @@ class JsonErrorH11Protocol(H11Protocol):
             h11.EndOfMessage(),
         ):
             self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
+class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools (C parser) protocol, which `python -m serving` runs, with the same
+    JSON 400 as JsonErrorH11Protocol for a request the parser refuses."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = orjson.dumps({"error": msg})
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
         self.transport.close()
 
 
@@ -222,12 +237,12 @@ class RestApi:
         document = restjson.parse_body(body)
         spec = RequestSpec(spec.name, spec.version, spec.label, restjson.signature_name(document))
         if verb == "predict":
-            specs = self.dataplane.input_specs(spec)
+            resolved = self.dataplane.resolve_for_rest(spec)
             inputs, response_format = restjson.decode_predict(
-                document, specs, self.max_request_elements
+                document, resolved[1].inputs, self.max_request_elements
             )
             started = time.perf_counter()
-            result = self.dataplane.predict(spec, inputs)
+            result = self.dataplane.predict(spec, inputs, resolved=resolved)
             self.metrics.runtime(spec.name, "Predict", time.perf_counter() - started)
             return restjson.encode_predict(result.outputs, response_format), result.version
         examples = restjson.decode_examples(document)

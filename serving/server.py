@@ -186,7 +186,7 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
 
     import uvicorn
 
-    from serving.rest import JsonErrorH11Protocol, RestApi
+    from serving.rest import JsonErrorHttpToolsProtocol, RestApi
 
     app = RestApi(
         dataplane,
@@ -208,7 +208,10 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
         app,
         host=options.host,
         port=options.rest_api_port,
-        http=JsonErrorH11Protocol,  # uvicorn's own 400s answer {"error": ...} too
+        # httptools' C parser and uvloop: about half the per-request cost of h11 and asyncio's
+        # loop (benchmarks/server_overhead.py); uvicorn's own 400s answer {"error": ...} too.
+        http=JsonErrorHttpToolsProtocol,
+        loop="uvloop",
         log_level="warning",
         access_log=False,
         lifespan="off",

@@ -236,10 +236,11 @@ def test_element_cap_is_checked_before_decoding(document):
 class _OneInputDataPlane:
     """Just enough of DataPlane for RestApi: one float32 input, predict echoes it."""
 
-    def input_specs(self, spec):
-        return {"x": FLOATS}
+    def resolve_for_rest(self, spec):
+        signature = type("Signature", (), {"inputs": {"x": FLOATS}})()
+        return None, signature
 
-    def predict(self, spec, inputs):
+    def predict(self, spec, inputs, resolved=None):
         from serving.dataplane import PredictResult
 
         return PredictResult(outputs={"y": inputs["x"]}, version=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -280,6 +281,7 @@ def test_unloaded_versions_are_freed_despite_gc_freeze(base):
         manager.poll()
         manager.wait_for_pending()
         assert states(manager) == {1: "END", 2: "AVAILABLE"}
+        manager.poll()  # idle: no request yet, so the collection runs at once
         assert references[1]() is None, "version 1 is unloaded but its memory is never freed"
         in_flight = manager.resolve("m")  # a request still running on version 2
         make_versions(base, 3)
@@ -287,11 +289,68 @@ def test_unloaded_versions_are_freed_despite_gc_freeze(base):
         manager.wait_for_pending()
         assert states(manager)[2] == "END"
         del in_flight  # the request finishes after the unload
-        manager.poll()
-        assert references[2]() is None, "version 2 was not freed after its last request"
+        wait_until(lambda: references[2]() is None, "version 2 to be freed after its request")
     finally:
         manager.stop()
         gc.unfreeze()
+
+
+def wait_until(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
+    """A full collection holds the GIL for 0.2-0.4 s with TensorFlow loaded: it must not land
+    on the first requests to the new version, but must come within the maximum delay."""
+    collections = []
+    monkeypatch.setattr(
+        ModelManager, "_collect_and_freeze", lambda self: collections.append(time.monotonic())
+    )
+    make_versions(base, 1)
+    manager = manager_for(base, FakeLoader(), collect_idle_seconds=0.5,
+                          collect_max_delay_seconds=2.0)  # fmt: skip
+    try:
+        manager.start()
+        assert manager.resolve("m").version == 1  # traffic before the new version arrives
+        make_versions(base, 2)
+        manager.poll()
+        manager.wait_for_pending()
+        unloaded_at = time.monotonic()
+        busy_until = unloaded_at + 1.2
+        while time.monotonic() < busy_until:  # steady traffic: a request every 50 ms
+            assert manager.resolve("m").version == 2
+            manager.poll()
+            time.sleep(0.05)
+        assert collections == [], "collected while requests kept arriving"
+        wait_until(lambda: collections, "the idle collection")
+        assert collections[0] - unloaded_at >= 1.2
+    finally:
+        manager.stop()
+
+
+def test_under_constant_load_the_collection_comes_by_the_maximum_delay(base, monkeypatch):
+    collections = []
+    monkeypatch.setattr(
+        ModelManager, "_collect_and_freeze", lambda self: collections.append(time.monotonic())
+    )
+    make_versions(base, 1)
+    manager = manager_for(base, FakeLoader(), collect_idle_seconds=10,
+                          collect_max_delay_seconds=0.5)  # fmt: skip
+    try:
+        manager.start()
+        make_versions(base, 2)
+        manager.poll()
+        manager.wait_for_pending()
+        deadline = time.monotonic() + 5
+        while not collections and time.monotonic() < deadline:
+            manager.resolve("m")
+            time.sleep(0.02)
+        assert collections, "never collected under constant load"
+    finally:
+        manager.stop()
 
 
 def test_requests_do_not_wait_for_a_slow_folder_listing(base, monkeypatch):

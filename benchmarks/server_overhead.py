@@ -1,0 +1,342 @@
+"""The local server's own cost per request, against the model called in-process, in one run.
+
+Figures (issue 9), each a ratio or difference to a baseline measured in the same run, in
+interleaved rounds (median [min-max] over rounds):
+
+- one image per request, concurrency 1, p50 over REST and gRPC, minus the p50 of the same
+  SavedModel signature called in this process (the server's overhead);
+- one image per request, concurrency 16, requests per second and p99, without and with
+  `--enable_batching` (serving/batching.config);
+- the first request to a newly published version (warmup records included), as a ratio to
+  the steady p50, in every trial.
+
+    python benchmarks/server_overhead.py                       # trains a small MLP first (~30 s)
+    python benchmarks/server_overhead.py --model-base-path models/mnist
+
+Writes benchmarks/results/server_overhead.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import gzip
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+MODEL = "mnist"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_digits(mnist_dir: Path, count: int) -> np.ndarray:
+    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as handle:
+        handle.read(16)
+        data = handle.read(count * 784)
+    return np.frombuffer(data, dtype=np.uint8).reshape(count, 28, 28, 1)
+
+
+def train_model(repository: Path, mnist_dir: Path) -> Path:
+    """A real trainer export (the tutorial MLP, 1 epoch on 5,000 digits), published as v1."""
+    command = [
+        sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir",
+        str(mnist_dir), "--model", "mlp", "--epochs", "1", "--limit", "5000",
+        "--model-repo", str(repository), "--model-name", MODEL,
+        "--run-dir", str(repository.parent / "run"),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    return repository / MODEL
+
+
+@contextlib.contextmanager
+def server(base_path: Path, log_path: Path, *flags: str) -> Iterator[tuple[str, str]]:
+    grpc_port, rest_port = free_port(), free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", f"--port={grpc_port}",
+             f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
+             f"--model_base_path={base_path}", *flags],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    rest = f"http://127.0.0.1:{rest_port}"
+    try:
+        import requests
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{rest}/v1/models/{MODEL}", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield rest, f"127.0.0.1:{grpc_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+class Clients:
+    """One REST session and one gRPC stub per thread, sending one image per request."""
+
+    def __init__(self, rest: str, grpc_target: str, image: np.ndarray) -> None:
+        import grpc
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        self.url = f"{rest}/v1/models/{MODEL}:predict"
+        self.body = json.dumps({"instances": image[None].tolist()}).encode()
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL
+        shape = tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (1, *image.shape)]
+        )
+        request.inputs["images"].CopyFrom(
+            tensor_pb2.TensorProto(dtype=4, tensor_shape=shape, tensor_content=image.tobytes())
+        )
+        self.request = request
+        self.channel = grpc.insecure_channel(grpc_target)
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.local = threading.local()
+
+    def rest_call(self) -> None:
+        import requests
+
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = requests.Session()
+            session.trust_env = False
+        reply = session.post(self.url, data=self.body, timeout=30)
+        reply.raise_for_status()
+
+    def grpc_call(self) -> None:
+        self.stub.Predict(self.request, timeout=30)
+
+
+def latencies(call, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def concurrent_run(call, threads: int, seconds: float) -> tuple[float, float]:
+    """(requests per second, p99 seconds) with `threads` callers for `seconds`."""
+    stop = time.monotonic() + seconds
+    per_thread: list[list[float]] = [[] for _ in range(threads)]
+
+    def worker(index: int) -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            call()
+            per_thread[index].append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    elapsed = time.perf_counter() - started
+    times = [t for part in per_thread for t in part]
+    return len(times) / elapsed, percentile(times, 99)
+
+
+def in_process(version_dir: Path, image: np.ndarray):
+    """The signature called in this process the way the server calls it, and via tf.function."""
+    import tensorflow as tf
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from serving.servable import LoadedVersion
+
+    servable = LoadedVersion(MODEL, 1, version_dir)
+    signature = servable.signature("serving_default")
+    batch = image[None]
+    loaded = tf.saved_model.load(str(version_dir))
+    function = loaded.signatures["serving_default"]
+    tensor = tf.constant(batch)
+    return (lambda: signature.run({"images": batch})), (lambda: function(images=tensor))
+
+
+def first_request_trials(base: Path, rest: str, clients: Clients, trials: int) -> list[float]:
+    """Publish a new version (copy, then rename); time the first request it answers."""
+    import requests
+
+    times = []
+    source = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[0]
+    for trial in range(trials):
+        version = 100 + trial
+        staging = base / f".staging-{version}"
+        shutil.copytree(source, staging)
+        staging.rename(base / str(version))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = requests.get(f"{rest}/v1/models/{MODEL}", timeout=5).json()
+            states = {int(s["version"]): s["state"] for s in status["model_version_status"]}
+            if states.get(version) == "AVAILABLE":
+                break
+            time.sleep(0.01)
+        started = time.perf_counter()
+        clients.grpc_call()
+        times.append(time.perf_counter() - started)
+        time.sleep(1.5)  # let the old version's unload finish before the next trial
+    return times
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "rounds": values,
+    }
+
+
+def fmt(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
+    return (
+        f"{entry['median'] * scale:.{digits}f} "
+        f"[{entry['min'] * scale:.{digits}f}–{entry['max'] * scale:.{digits}f}]"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-base-path", type=Path, help="Serve this model (else train one).")
+    default_mnist = os.environ.get("MNIST_DIR") or str(REPO_ROOT.parent / "shared/data/mnist")
+    parser.add_argument("--mnist-dir", type=Path, default=Path(default_mnist))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=500, help="Per latency measurement.")
+    parser.add_argument("--seconds", type=float, default=8, help="Per concurrency measurement.")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=5, help="First-request trials.")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    try:
+        if args.model_base_path:
+            base = work / "repository" / MODEL
+            shutil.copytree(args.model_base_path, base)
+        else:
+            base = train_model(work / "repository", args.mnist_dir)
+        version_dir = sorted(
+            (p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+        )[-1]
+        image = test_digits(args.mnist_dir, 1)[0]
+        session_call, function_call = in_process(version_dir, image)
+        batching = [
+            "--enable_batching=true",
+            f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching.config'}",
+        ]
+        rounds: dict[str, list[float]] = {}
+
+        def record(name: str, value: float) -> None:
+            rounds.setdefault(name, []).append(value)
+
+        with (
+            server(base, work / "plain.log") as (rest, grpc_target),
+            server(base, work / "batched.log", *batching) as (b_rest, b_grpc),
+        ):
+            plain, batched = Clients(rest, grpc_target, image), Clients(b_rest, b_grpc, image)
+            for call in (session_call, function_call, plain.rest_call, plain.grpc_call,
+                         batched.rest_call, batched.grpc_call):  # fmt: skip
+                latencies(call, 50)  # warm every path
+            for _ in range(args.rounds):  # interleaved: every figure once per round
+                model = percentile(latencies(session_call, args.requests), 50)
+                record("model_session_p50", model)
+                record(
+                    "model_function_p50", percentile(latencies(function_call, args.requests), 50)
+                )
+                for transport in ("rest", "grpc"):
+                    call = getattr(plain, f"{transport}_call")
+                    p50 = percentile(latencies(call, args.requests), 50)
+                    record(f"{transport}_c1_p50", p50)
+                    record(f"{transport}_c1_overhead", p50 - model)
+                    for label, clients in (("plain", plain), ("batched", batched)):
+                        rate, p99 = concurrent_run(
+                            getattr(clients, f"{transport}_call"), args.concurrency, args.seconds
+                        )
+                        record(f"{transport}_c{args.concurrency}_{label}_rps", rate)
+                        record(f"{transport}_c{args.concurrency}_{label}_p99", p99)
+                    record(
+                        f"{transport}_batching_gain",
+                        rounds[f"{transport}_c{args.concurrency}_batched_rps"][-1]
+                        / rounds[f"{transport}_c{args.concurrency}_plain_rps"][-1],
+                    )
+            steady = statistics.median(rounds["grpc_c1_p50"])
+            first = first_request_trials(base, rest, plain, args.trials)
+        results = {name: summary(values) for name, values in rounds.items()}
+        results["first_request_ratio"] = summary([t / steady for t in first])
+        results["machine"] = {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "platform": platform.platform(),
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "server_overhead.json").write_text(json.dumps(results, indent=1))
+        c = args.concurrency
+        ms = 1000.0
+        lines = [
+            "| figure | value | baseline | goal |",
+            "| --- | --- | --- | --- |",
+            f"| SavedModel signature in-process, p50 (ms) | {fmt(results['model_session_p50'], ms)}"
+            f" (tf.function: {fmt(results['model_function_p50'], ms)}) | — | — |",
+        ]
+        for transport in ("rest", "grpc"):
+            name = transport.upper() if transport == "rest" else "gRPC"
+            lines += [
+                f"| {name} c=1 p50 (ms) | {fmt(results[f'{transport}_c1_p50'], ms)} | "
+                f"model {fmt(results['model_session_p50'], ms)} | — |",
+                f"| {name} server overhead, p50 − model (ms) | "
+                f"{fmt(results[f'{transport}_c1_overhead'], ms)} | 0 | ≤ 0.5 |",
+                f"| {name} c={c} req/s, no batching (p99 ms) | "
+                f"{fmt(results[f'{transport}_c{c}_plain_rps'], 1, 0)} "
+                f"({fmt(results[f'{transport}_c{c}_plain_p99'], ms, 1)}) | — | — |",
+                f"| {name} c={c} req/s, batching (p99 ms) | "
+                f"{fmt(results[f'{transport}_c{c}_batched_rps'], 1, 0)} "
+                f"({fmt(results[f'{transport}_c{c}_batched_p99'], ms, 1)}) | no batching | — |",
+                f"| {name} batching gain (×) | {fmt(results[f'{transport}_batching_gain'])} | 1 "
+                "| ≥ 3 |",
+            ]
+        lines.append(
+            f"| first request to a new version / steady gRPC p50 (×, {args.trials} trials) | "
+            f"{fmt(results['first_request_ratio'])} | 1 | ≤ 1.5 in every trial |"
+        )
+        print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs, rounds {args.rounds}")
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
