@@ -302,13 +302,19 @@ def wait_until(condition, what: str, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
-    """A full collection holds the GIL for 0.2-0.4 s with TensorFlow loaded: it must not land
-    on the first requests to the new version, but must come within the maximum delay."""
-    collections = []
+def record_collections(monkeypatch) -> list[float]:
+    """Replace the (real, slow) collection with a list of the times it would have run."""
+    collections: list[float] = []
     monkeypatch.setattr(
         ModelManager, "_collect_and_freeze", lambda self: collections.append(time.monotonic())
     )
+    return collections
+
+
+def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
+    """A full collection holds the GIL for 0.2-0.4 s with TensorFlow loaded: it must not land
+    on the first requests to the new version, but must come within the maximum delay."""
+    collections = record_collections(monkeypatch)
     make_versions(base, 1)
     manager = manager_for(base, FakeLoader(), collect_idle_seconds=0.5,
                           collect_max_delay_seconds=2.0)  # fmt: skip
@@ -332,10 +338,7 @@ def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
 
 
 def test_under_constant_load_the_collection_comes_by_the_maximum_delay(base, monkeypatch):
-    collections = []
-    monkeypatch.setattr(
-        ModelManager, "_collect_and_freeze", lambda self: collections.append(time.monotonic())
-    )
+    collections = record_collections(monkeypatch)
     make_versions(base, 1)
     manager = manager_for(base, FakeLoader(), collect_idle_seconds=10,
                           collect_max_delay_seconds=0.5)  # fmt: skip
