@@ -132,7 +132,7 @@ def evaluate(
     transport = open_transport(
         server, timeout=timeout, retries=retries, max_connections=concurrency
     )
-    with transport, server_errors():
+    with transport, server_errors(server, spec):
         metadata = transport.metadata(spec)
         try:
             image_spec = image_input(metadata, spec.signature)

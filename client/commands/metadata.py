@@ -46,7 +46,8 @@ def metadata(
     Example: python -m client metadata --server grpc://localhost:8500 --json
     """
     spec = model_spec(model, version, label, "serving_default")
-    with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
+    transport = open_transport(server, timeout=timeout, retries=retries)
+    with transport, server_errors(server, spec):
         info = transport.metadata(spec)
     if json_output:
         typer.echo(json.dumps(dataclasses.asdict(info), indent=2))

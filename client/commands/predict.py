@@ -64,7 +64,8 @@ def predict(
     from client.scoring import score_files
 
     spec = model_spec(model, version, label, signature)
-    with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
+    transport = open_transport(server, timeout=timeout, retries=retries)
+    with transport, server_errors(server, spec):
         try:
             results = list(
                 score_files(

@@ -172,7 +172,7 @@ def score(
         failed_result(item.name, f"cannot list folder: {item.reason}") for item in unreadable
     ]
     scored = failed = folders = warned = 0
-    with transport, server_errors():
+    with transport, server_errors(server, spec):
         # Check the server and the signature before touching --out: a failed start must not
         # leave an empty predictions file that the next run would refuse to overwrite.
         try:

@@ -39,7 +39,8 @@ def status(
     Example: python -m client status --server http://localhost:8501
     """
     spec = model_spec(model, version, label, "serving_default")
-    with open_transport(server, timeout=timeout, retries=retries) as transport, server_errors():
+    transport = open_transport(server, timeout=timeout, retries=retries)
+    with transport, server_errors(server, spec):
         versions = model_versions(transport, spec)
     if json_output:
         rows = [

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from client.commands.common import describe, fail, model_spec, model_versions, open_transport
+from client.commands.common import (
+    describe,
+    explain,
+    fail,
+    model_spec,
+    model_versions,
+    open_transport,
+)
 from client.errors import EXIT_ERROR, ClientError
 from client.options import (
     DEFAULT_MODEL,
@@ -54,7 +61,7 @@ def wait(
                 last = ", ".join(f"version {item.version} {item.state}" for item in versions)
                 last = last or "no versions"
             except ClientError as error:
-                last = str(error)
+                last = explain(error, server, spec)
             if remaining <= 0:
                 break
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
