@@ -217,3 +217,22 @@ def test_dollar_signs_in_names_and_paths_are_text_not_mathtext(tmp_path: Path) -
     written = write_report(report, tmp_path, mistake_images=images)
     for name in ("confusion_matrix.png", "misclassified.png"):
         assert Image.open(written[name]).format == "PNG"
+
+
+def test_mistakes_grid_names_files_with_their_class_folder(tmp_path: Path, monkeypatch) -> None:
+    from client import report as report_module
+
+    seen = {}
+    original = report_module.render_image_grid
+
+    def capture(images, captions, **kwargs):
+        seen["captions"] = list(captions)
+        return original(images, captions, **kwargs)
+
+    monkeypatch.setattr(report_module, "render_image_grid", capture)
+    make_report(tmp_path)
+    first_lines = [caption.splitlines()[0] for caption in seen["captions"]]
+    assert "2/h.png" in first_lines  # not "h.png": the class folder tells 2/h from 0/h
+    assert all("/" in line for line in first_lines)
+    long = report_module._shorten_left("scans/batch-2026-01/7/a-very-long-name.png", 24)
+    assert long.endswith("7/a-very-long-name.png") and len(long) == 24
