@@ -6,20 +6,56 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad options or data, 3 below --mi
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from trainer.data import SPEC_HELP
 from trainer.models import MODEL_HELP
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors as one line, like the trainer's own: `error: <what is wrong> (see
+    'python -m trainer train --help')`, exit code 2, instead of rich's five-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        except TyperException as error:  # click's usage errors (typer vendors click)
+            if not standalone_mode or not hasattr(error, "format_message"):
+                raise
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+                print(context.get_help())
+                sys.exit(0)
+            message = " ".join(error.format_message().split())
+            if context is not None:
+                message += f" (see '{context.command_path} --help')"
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(getattr(error, "exit_code", 2))
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+# rich_markup_mode=None: click's plain help, which wraps every description in full at any
+# width (rich's boxed panels cut them off and took 206 lines at 80 columns).
 app = typer.Typer(
     help="Train image classifiers and publish them as versioned SavedModels for TF Serving.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    cls=OneLineErrors,
 )
 
 
@@ -28,9 +64,29 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+_VERBOSE = {"on": False}
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show TensorFlow's own start-up and C++ log lines (oneDNN, CUDA probing), "
+            "hidden by default.",
+        ),
+    ] = False,
+) -> None:
+    _VERBOSE["on"] = verbose
+
+
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ INFO lines (oneDNN, CUDA probing) drown the progress output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow now, its start-up noise filtered unless --verbose (trainer.quiet)."""
+    from trainer import quiet
+
+    quiet.import_tensorflow(_VERBOSE["on"])
 
 
 DatasetOption = Annotated[str, typer.Option("--dataset", help=f"Data set: {SPEC_HELP}.")]
@@ -259,6 +315,10 @@ def export_images_command(
 ) -> None:
     """Write a data set split as OUT/<class name>/<index>.png (index zero-padded, e.g. 00042)."""
     import time
+
+    from trainer import quiet
+
+    quiet.configure(_VERBOSE["on"])  # only a Keras download imports TensorFlow here
 
     from trainer.data import DatasetError, load_dataset, parse_image_size
     from trainer.images import export_images

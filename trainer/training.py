@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -270,10 +271,25 @@ def _tensorboard_callback(log_dir: Path):
 
 
 def run(config: TrainConfig) -> RunResult:
-    """Train, evaluate, write reports to `config.run_dir`, and publish when a repo is given."""
+    """Train, evaluate, write reports to `config.run_dir`, and publish when a repo is given.
+
+    A run that fails removes the model folders it created and left empty (a failed first
+    training of `models/fashion` must not leave an empty `models/fashion/` behind).
+    """
     config.validate()
+    created: list[Path] = []
     if config.model_repo is not None:
-        _check_writable(Path(config.model_repo) / config.model_name)
+        created = _check_writable(Path(config.model_repo) / config.model_name)
+    try:
+        return _run(config)
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+def _run(config: TrainConfig) -> RunResult:
     started = time.monotonic()
     dataset = data_module.load_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
@@ -375,7 +391,9 @@ def run(config: TrainConfig) -> RunResult:
 
     reports.save_curves(run_dir / "curves.png", history.history)
     confusion = reports.confusion_matrix(dataset.test_labels, predictions, dataset.num_classes)
-    reports.save_confusion_matrix(run_dir / "confusion_matrix.png", confusion, dataset.class_names)
+    reports.save_confusion_matrix(
+        run_dir / "confusion_matrix.png", confusion, dataset.class_names, split="test"
+    )
     parameters = _parameters(config, split_seed)
     metrics = {
         "dataset": dataset.name,
@@ -452,14 +470,22 @@ def run(config: TrainConfig) -> RunResult:
     return result
 
 
-def _check_writable(base: Path) -> None:
-    """Fail before training, not after, when the model repository cannot take a version."""
+def _check_writable(base: Path) -> list[Path]:
+    """Fail before training, not after, when the model repository cannot take a version.
+
+    Returns the folders it created, deepest first.
+    """
+    missing = [folder for folder in (base, *base.parents) if not folder.exists()]
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as error:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise RunError(f"--model-repo: cannot create {base} ({error.strerror})") from error
     if not os.access(base, os.W_OK | os.X_OK):
         raise RunError(f"--model-repo: {base} is not writable")
+    return missing
 
 
 def _parameters(config: TrainConfig, split_seed: int) -> dict:

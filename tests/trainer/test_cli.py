@@ -159,3 +159,59 @@ def test_png_encoder_round_trips_through_pillow(shape: tuple[int, int, int]) -> 
     with Image.open(io.BytesIO(encode_png(pixels))) as image:
         assert image.mode == ("L" if shape[2] == 1 else "RGB")
         np.testing.assert_array_equal(np.asarray(image).reshape(shape), pixels)
+
+
+def test_usage_errors_are_one_line_like_the_trainers_own() -> None:
+    for arguments, words in (
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["train", "--epochs", "x"], "Invalid value for '--epochs'"),
+        (["train", "--min-accuracy", "1.5"], "--min-accuracy"),
+    ):
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 2, arguments
+        assert result.stderr.startswith("error: ") and words in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "╭" not in result.stderr
+
+
+def test_train_help_fits_80_columns_without_cutting_descriptions() -> None:
+    result = runner.invoke(app, ["train", "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 120, len(lines)
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    # The longest descriptions arrive whole, e.g. --data-dir's last words.
+    assert "then Keras' download." in " ".join(result.stdout.split())
+
+
+def test_a_failed_run_leaves_no_empty_model_folder(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+
+    def train(name: str):
+        arguments = f"train --dataset folder:{tmp_path / 'nothing'} --model-repo {repo} "
+        arguments += f"--model-name {name} --run-dir {tmp_path / 'run'}"
+        return runner.invoke(app, arguments.split())
+
+    result = train("mine")
+    assert result.exit_code == 2, result.output
+    assert not (repo / "mine").exists() and not repo.exists()
+    # A repository that existed before is kept, and so is a model folder with versions.
+    (repo / "mnist" / "1").mkdir(parents=True)
+    assert train("mnist").exit_code == 2
+    assert train("fashion").exit_code == 2
+    assert sorted(path.name for path in repo.iterdir()) == ["mnist"]
+
+
+@pytest.mark.slow
+def test_tensorflow_starts_without_its_noise_unless_verbose() -> None:
+    from trainer_helpers import run_python
+
+    code = "from trainer import quiet; quiet.import_tensorflow({}); print('ok')"
+    quiet = run_python("-c", code.format("False"), timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "ok", quiet.stderr
+    for noise in ("oneDNN", "cudart_stub", "cuInit", "absl::InitializeLog"):
+        assert noise not in quiet.stderr, quiet.stderr
+    loud = run_python("-c", code.format("True"), timeout=120)
+    assert loud.returncode == 0
+    assert "oneDNN" in loud.stderr or "cudart_stub" in loud.stderr, loud.stderr
