@@ -70,14 +70,16 @@ def train_model(repository: Path, mnist_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def server(base_path: Path, log_path: Path, *flags: str) -> Iterator[tuple[str, str]]:
+def server(
+    base_path: Path, log_path: Path, *flags: str, checkout: Path = REPO_ROOT
+) -> Iterator[tuple[str, str]]:
     grpc_port, rest_port = free_port(), free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving", f"--port={grpc_port}",
              f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
              f"--model_base_path={base_path}", *flags],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     rest = f"http://127.0.0.1:{rest_port}"
     try:
@@ -238,6 +240,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8, help="Per concurrency measurement.")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--trials", type=int, default=5, help="First-request trials.")
+    parser.add_argument(
+        "--server-checkout",
+        type=Path,
+        default=REPO_ROOT,
+        help="Run python -m serving from this checkout (e.g. a git worktree of an older "
+        "commit, for a before/after table); the in-process baseline stays this one's.",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))
@@ -262,8 +271,11 @@ def main() -> int:
             rounds.setdefault(name, []).append(value)
 
         with (
-            server(base, work / "plain.log") as (rest, grpc_target),
-            server(base, work / "batched.log", *batching) as (b_rest, b_grpc),
+            server(base, work / "plain.log", checkout=args.server_checkout) as (rest, grpc_target),
+            server(base, work / "batched.log", *batching, checkout=args.server_checkout) as (
+                b_rest,
+                b_grpc,
+            ),
         ):
             plain, batched = Clients(rest, grpc_target, image), Clients(b_rest, b_grpc, image)
             for call in (session_call, function_call, plain.rest_call, plain.grpc_call,
@@ -295,6 +307,7 @@ def main() -> int:
             first = first_request_trials(base, rest, plain, args.trials)
         results = {name: summary(values) for name, values in rounds.items()}
         results["first_request_ratio"] = summary([t / steady for t in first])
+        results["server_checkout"] = str(args.server_checkout)
         results["machine"] = {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),

@@ -73,6 +73,7 @@ class ModelManager:
         on_state: Callable[[str, int, str], None] | None = None,
         allow_unavailable_labels: bool = False,
         collect_idle_seconds: float = 0.5,
+        collect_after_swap_seconds: float = 5.0,
         collect_max_delay_seconds: float = 30.0,
     ) -> None:
         self._lock = threading.RLock()
@@ -93,6 +94,8 @@ class ModelManager:
         self._unloaded: list[list] = []
         self._gc_lock = threading.Lock()  # a concurrent gc.collect() would return at once
         self._collect_idle_seconds = collect_idle_seconds
+        self._collect_after_swap_seconds = collect_after_swap_seconds
+        self._last_available = 0.0  # monotonic time a version last became AVAILABLE
         self._collect_max_delay_seconds = collect_max_delay_seconds
         self._last_request = 0.0  # monotonic time of the last resolve()
         self._janitor: threading.Thread | None = None
@@ -261,6 +264,7 @@ class ModelManager:
             with self._lock:
                 record.servable = servable
                 self._set_state(name, record, AVAILABLE)
+                self._last_available = time.monotonic()
             log(
                 "version_loaded", model=name, version=record.version,
                 seconds=f"{time.monotonic() - started:.2f}",
@@ -282,12 +286,15 @@ class ModelManager:
     def _unload(self, name: str, record: VersionRecord) -> None:
         self._set_state(name, record, UNLOADING)
         servable, record.servable = record.servable, None
-        # In-flight requests hold their own reference; the servable is freed after them.
+        # In-flight requests hold their own reference; the servable is freed after them. The
+        # manager keeps one too until _free_unloaded lets go: tearing a TensorFlow session
+        # down takes milliseconds of the GIL, which must not land on the new version's first
+        # requests either.
         now = time.monotonic()
         try:
-            self._unloaded.append([weakref.ref(servable), False, now])
+            self._unloaded.append([weakref.ref(servable), False, now, servable])
         except TypeError:  # not weakly referenceable: collect once
-            self._unloaded.append([lambda: None, False, now])
+            self._unloaded.append([lambda: None, False, now, servable])
         del servable
         self._set_state(name, record, END)
         log("version_unloaded", model=name, version=record.version)
@@ -297,24 +304,35 @@ class ModelManager:
 
         The freeze after each load put the version's objects in the permanent generation; its
         reference cycles (TensorFlow's graphs) are freed only by a full collection after
-        gc.unfreeze(), which holds the GIL for 0.2-0.4 s. So it waits until the server has
-        been idle for `collect_idle_seconds` (no request resolved a servable), or at most
-        `collect_max_delay_seconds` under constant load: never on the first requests to the
-        version that replaced it. One collection runs after the unload; a version still held
-        by requests in flight then gets one more once they have let it go. Runs outside the
-        lock, so requests keep resolving.
+        gc.unfreeze(), which holds the GIL for 0.2-0.4 s. The moment to avoid is a swap:
+        clients send their first requests to a new version as soon as it is AVAILABLE. So the
+        collection waits until no load is pending, `collect_after_swap_seconds` have passed
+        since a version last became AVAILABLE, and requests have paused for
+        `collect_idle_seconds`; under constant load or constant rollouts it runs anyway once a
+        version has waited `collect_max_delay_seconds`. One collection runs after the unload;
+        a version still held by requests in flight gets one more once they have let it go.
+        Runs outside the lock, so requests keep resolving.
         """
         now = time.monotonic()
         with self._lock:
-            released = {id(entry) for entry in self._unloaded if entry[0]() is None}
             fresh = [entry for entry in self._unloaded if not entry[1]]
-            waiting = [e for e in self._unloaded if not e[1] or id(e) in released]
+            waiting = fresh or [e for e in self._unloaded if e[0]() is None]
             if not waiting:
                 return
-            idle = now - self._last_request >= self._collect_idle_seconds
+            quiet = (
+                not self._pending
+                and now - self._last_available >= self._collect_after_swap_seconds
+                and now - self._last_request >= self._collect_idle_seconds
+            )
             overdue = now - min(entry[2] for entry in waiting) >= self._collect_max_delay_seconds
-            if not (idle or overdue):
+            if not (quiet or overdue):
                 return
+            held = [entry[3] for entry in fresh]
+            for entry in fresh:
+                entry[3] = None
+        del held  # the versions no request holds any more are torn down here, on this thread
+        with self._lock:
+            released = {id(entry) for entry in self._unloaded if entry[0]() is None}
         self._collect_and_freeze()
         with self._lock:
             for entry in fresh:

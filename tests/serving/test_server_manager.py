@@ -274,15 +274,14 @@ def test_unloaded_versions_are_freed_despite_gc_freeze(base):
         return servable
 
     make_versions(base, 1)
-    manager = manager_for(base, load)
+    manager = manager_for(base, load, collect_after_swap_seconds=0.2)
     try:
         manager.start()
         make_versions(base, 2)
         manager.poll()
         manager.wait_for_pending()
         assert states(manager) == {1: "END", 2: "AVAILABLE"}
-        manager.poll()  # idle: no request yet, so the collection runs at once
-        assert references[1]() is None, "version 1 is unloaded but its memory is never freed"
+        wait_until(lambda: references[1]() is None, "version 1 to be freed after its unload")
         in_flight = manager.resolve("m")  # a request still running on version 2
         make_versions(base, 3)
         manager.poll()
@@ -316,8 +315,10 @@ def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
     on the first requests to the new version, but must come within the maximum delay."""
     collections = record_collections(monkeypatch)
     make_versions(base, 1)
-    manager = manager_for(base, FakeLoader(), collect_idle_seconds=0.5,
-                          collect_max_delay_seconds=2.0)  # fmt: skip
+    manager = manager_for(
+        base, FakeLoader(), collect_idle_seconds=0.5, collect_after_swap_seconds=0.8,
+        collect_max_delay_seconds=3.0,
+    )  # fmt: skip
     try:
         manager.start()
         assert manager.resolve("m").version == 1  # traffic before the new version arrives
@@ -333,6 +334,29 @@ def test_the_unload_collection_waits_for_a_pause_in_requests(base, monkeypatch):
         assert collections == [], "collected while requests kept arriving"
         wait_until(lambda: collections, "the idle collection")
         assert collections[0] - unloaded_at >= 1.2
+    finally:
+        manager.stop()
+
+
+def test_no_collection_right_after_a_swap_even_when_idle(base, monkeypatch):
+    """The first request to a new version comes as soon as it is AVAILABLE, often after a
+    quiet spell: the collection must not be waiting to pounce on it."""
+    collections = record_collections(monkeypatch)
+    make_versions(base, 1)
+    manager = manager_for(
+        base, FakeLoader(), collect_idle_seconds=0.1, collect_after_swap_seconds=1.5,
+        collect_max_delay_seconds=30,
+    )  # fmt: skip
+    try:
+        manager.start()
+        make_versions(base, 2)
+        manager.poll()
+        manager.wait_for_pending()
+        swapped_at = time.monotonic()
+        time.sleep(0.8)  # idle, but within the swap window
+        assert collections == []
+        wait_until(lambda: collections, "the collection after the swap window")
+        assert collections[0] - swapped_at >= 1.4
     finally:
         manager.stop()
 
