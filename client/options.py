@@ -17,6 +17,7 @@ DEFAULT_CONCURRENCY = 4
 DEFAULT_PREPROCESS = "auto"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
+DEFAULT_RETRY_SECONDS = 60.0
 
 ServerOption = Annotated[
     str,
@@ -80,6 +81,17 @@ RetriesOption = Annotated[
         min=0,
         max=20,
         help="Extra attempts when the server is unavailable (exponential backoff with jitter).",
+    ),
+]
+RetrySecondsOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-seconds",
+        min=0.0,
+        envvar="TFS_RETRY_SECONDS",
+        help="How long a batch is retried while the server is unavailable or busy, e.g. while "
+        "it restarts (0: a few quick retries only). Once a batch has waited this long, the "
+        "others stop waiting until the server answers again.",
     ),
 ]
 JsonOption = Annotated[

@@ -11,10 +11,11 @@ import hashlib
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ BATCH_RETRYABLE_CODES = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
 )
 BATCH_RETRY = RetryPolicy(retries=2, initial_backoff=0.5, max_backoff=5.0)
+# score_files(retry_seconds=): how long a batch goes on retrying those (the CLI's --retry-seconds).
+# Once one batch has spent it, the others give up after BATCH_RETRY.retries until one succeeds:
+# a server that stays down costs the budget once, not once per batch.
 
 # Out-of-distribution warnings (the `warning` column). input_check: "auto" checks that the model
 # input looks like one light glyph on a dark background (client.preprocess.glyph_check) for
@@ -152,6 +156,7 @@ def score_files(
     timeout: float | None = None,
     input_check: str = "auto",
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    retry_seconds: float = 0.0,
 ) -> Iterator[ScoredImage]:
     """Score `files` against `model`; yields one ScoredImage per file, in the order of `files`.
 
@@ -164,6 +169,8 @@ def score_files(
     decoding and preprocessing, not the server, limit the rate and idle cores exist.
     timeout: seconds per request.
     input_check, min_confidence: when a result gets a `warning` (see INPUT_CHECKS).
+    retry_seconds: how long a batch is retried while the server is unavailable or busy (a
+    restart); 0: BATCH_RETRY's few retries only.
 
     The model's metadata is read before this returns, so a missing model or signature raises
     ClientError or ValueError here; afterwards, failures become results with `error` set: a file
@@ -188,6 +195,7 @@ def score_files(
     metadata = transport.metadata(model)
     spec = image_input(metadata, model.signature)
     scorer = _Scorer(transport, model, spec, preprocess, top_k, timeout)
+    scorer.retry = replace(BATCH_RETRY, budget=retry_seconds)
     scorer.input_check = "off" if spec.channels != 1 else input_check
     scorer.min_confidence = min_confidence
     if decode_processes < 0:
@@ -227,6 +235,9 @@ class _Scorer:
         self.timeout = timeout
         self.input_check = "auto"
         self.min_confidence = DEFAULT_MIN_CONFIDENCE
+        self.retry = BATCH_RETRY
+        # time.monotonic() when a batch last ran out of retries, None once one succeeds again
+        self._outage_since: float | None = None
         # Class id -> name, learnt from the `classes` output: the serving API has no call that
         # lists class names, so top-k entries never predicted as top-1 yet show the id.
         self.class_names: dict[int, str] = {}
@@ -307,10 +318,7 @@ class _Scorer:
         if order:
             try:
                 inputs = {self.spec.name: stacked.astype(self.spec.dtype, copy=False)}
-                reply = BATCH_RETRY.call(
-                    lambda: self.transport.predict(self.model, inputs, timeout=self.timeout),
-                    retryable=BATCH_RETRYABLE_CODES,
-                )
+                reply = self.predict(inputs)
                 scored = self.interpret(
                     reply, [names[index] for index in order], [notes.get(i) for i in order]
                 )
@@ -322,6 +330,21 @@ class _Scorer:
             for index, result in zip(order, scored, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> PredictResult:
+        started = time.monotonic()
+        try:
+            reply = self.retry.call(
+                lambda: self.transport.predict(self.model, inputs, timeout=self.timeout),
+                retryable=BATCH_RETRYABLE_CODES,
+                since=self._outage_since,
+            )
+        except ClientError as error:
+            if error.code in BATCH_RETRYABLE_CODES and self._outage_since is None:
+                self._outage_since = started
+            raise
+        self._outage_since = None
+        return reply
 
     def interpret(
         self, reply: PredictResult, names: list[str], notes: Sequence[str | None] = ()

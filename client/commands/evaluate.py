@@ -21,6 +21,7 @@ from client.options import (
     DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
     DEFAULT_RETRIES,
+    DEFAULT_RETRY_SECONDS,
     DEFAULT_SERVER,
     DEFAULT_SIGNATURE,
     DEFAULT_TIMEOUT,
@@ -32,6 +33,7 @@ from client.options import (
     ModelOption,
     PreprocessOption,
     RetriesOption,
+    RetrySecondsOption,
     ServerOption,
     SignatureOption,
     TimeoutOption,
@@ -77,6 +79,7 @@ def evaluate(
     preprocess: PreprocessOption = DEFAULT_PREPROCESS,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     retries: RetriesOption = DEFAULT_RETRIES,
+    retry_seconds: RetrySecondsOption = DEFAULT_RETRY_SECONDS,
     mistakes: Annotated[
         int,
         typer.Option(
@@ -155,6 +158,7 @@ def evaluate(
                     timeout=timeout,
                     input_check=input_check,
                     min_confidence=min_confidence,
+                    retry_seconds=retry_seconds,
                 )
             )
         except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from client.options import (
     DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
     DEFAULT_RETRIES,
+    DEFAULT_RETRY_SECONDS,
     DEFAULT_SERVER,
     DEFAULT_SIGNATURE,
     DEFAULT_TIMEOUT,
@@ -30,6 +31,7 @@ from client.options import (
     ModelOption,
     PreprocessOption,
     RetriesOption,
+    RetrySecondsOption,
     ServerOption,
     SignatureOption,
     TimeoutOption,
@@ -97,6 +99,7 @@ def score(
     input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     retries: RetriesOption = DEFAULT_RETRIES,
+    retry_seconds: RetrySecondsOption = DEFAULT_RETRY_SECONDS,
 ) -> None:
     """Score every file under FOLDER and write one row per file to --out.
 
@@ -205,6 +208,7 @@ def score(
                 timeout=timeout,
                 input_check=input_check,
                 min_confidence=min_confidence,
+                retry_seconds=retry_seconds,
             )
             pending = list(reversed(unlisted))  # merged into the rows in listing order
             for result in results:

@@ -31,16 +31,19 @@ class RetryPolicy:
     initial_backoff: float = 0.1  # seconds
     max_backoff: float = 5.0  # seconds
     multiplier: float = 2.0
+    # Seconds: go on retrying past `retries` until this long since the first attempt (0: never),
+    # so that a server restart (down, then loading its models) is ridden out.
+    budget: float = 0.0
 
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, not {self.retries}")
-        if self.initial_backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff times must be >= 0")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.budget < 0:
+            raise ValueError("backoff times and the retry budget must be >= 0")
 
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before retry number `attempt` (0-based)."""
-        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt, 64))
         return random.uniform(0, ceiling)
 
     def call(
@@ -49,14 +52,22 @@ class RetryPolicy:
         *,
         retryable: frozenset[str] = RETRYABLE_CODES,
         sleep: Callable[[float], None] | None = None,
+        since: float | None = None,
     ) -> T:
-        """Run `function`, retrying ClientErrors whose code is in `retryable`."""
+        """Run `function`, retrying ClientErrors whose code is in `retryable`.
+
+        Gives up once `retries` retries are spent and `budget` seconds have passed since `since`
+        (a time.monotonic() value; default: this call's start).
+        """
+        started = time.monotonic() if since is None else since
         attempt = 0
         while True:
             try:
                 return function()
             except ClientError as error:
-                if error.code not in retryable or attempt >= self.retries:
+                if error.code not in retryable:
+                    raise
+                if attempt >= self.retries and time.monotonic() - started >= self.budget:
                     raise
             (sleep or time.sleep)(self.backoff(attempt))
             attempt += 1
