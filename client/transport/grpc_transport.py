@@ -21,9 +21,12 @@ from client.types import (
 
 # TF Serving's own limit is 2 GB; gRPC's default of 4 MB would reject a batch of 64 RGB 224x224
 # images. -1 means unlimited in both directions.
+# gRPC waits up to 120 s between reconnection attempts (1 s, x1.6 each time): a server back
+# from a restart would go unnoticed for longer than the scorer's --retry-seconds. Try every 2 s.
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
 # DataType enum name -> numpy dtype. Strings travel in string_val, the rest packed.
