@@ -1,0 +1,210 @@
+"""Helpers of the reliability tests: real digits as PNGs, a server on fixed ports that can be
+SIGKILLed and started again, the client as a subprocess, a process's memory and descriptors.
+
+Every process is started here by PID and stopped by that PID; all traffic is on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from harness import REPO_ROOT, ServerProcess, free_port, wait_until_available
+
+MODEL = "mnist"
+N_DIGITS = 600  # real MNIST test digits scored by the kill tests
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration from the environment (longer runs: RELIABILITY_LOAD_SECONDS=60 ...)."""
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def load_mnist_test(mnist_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` MNIST test digits uint8 [N, 28, 28] and their labels."""
+    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as stream:
+        _magic, _count, rows, cols = struct.unpack(">IIII", stream.read(16))
+        images = np.frombuffer(stream.read(count * rows * cols), dtype=np.uint8)
+    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as stream:
+        stream.read(8)
+        labels = np.frombuffer(stream.read(count), dtype=np.uint8)
+    return images.reshape(count, rows, cols).copy(), labels.copy()
+
+
+def write_pngs(images: np.ndarray, labels: np.ndarray, root: Path) -> list[str]:
+    """Save digits as root/<label>/<index>.png; returns the relative paths, sorted."""
+    from PIL import Image
+
+    names = []
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        relative = f"{label}/{index:05d}.png"
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / relative)
+        names.append(relative)
+    return sorted(names)
+
+
+def publish_copy(source: Path, base: Path, version: int) -> Path:
+    """Publish like the trainer: copy under a hidden staging name, then rename into place."""
+    staging = base / f".staging-{version}"
+    shutil.copytree(source, staging)
+    return staging.rename(base / str(version))
+
+
+class Ports:
+    """A gRPC and a REST port chosen once, so a restarted server comes back on the same ones."""
+
+    def __init__(self) -> None:
+        self.grpc, self.rest = free_port(), free_port()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.grpc}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest}"
+
+
+def start_server(ports: Ports, *flags: str, log_path: Path) -> ServerProcess:
+    """`python -m serving` on `ports`, bound to 127.0.0.1; does not wait for models."""
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--host=127.0.0.1", f"--port={ports.grpc}",
+             f"--rest_api_port={ports.rest}", *flags],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return ServerProcess(process, ports.grpc, ports.rest, log_path)
+
+
+def start_available(ports: Ports, *flags: str, log_path: Path, timeout: float = 120):
+    server = start_server(ports, *flags, log_path=log_path)
+    try:
+        wait_until_available(server, MODEL, timeout=timeout)
+    except BaseException:
+        stop(server.process)
+        raise
+    return server
+
+
+def sigkill(process: subprocess.Popen) -> None:
+    """SIGKILL this process (by its PID) and reap it."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM by PID, SIGKILL after 30 s; a process already gone is fine."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sigkill(process)
+    process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def stopped_at_exit(*processes: subprocess.Popen) -> Iterator[list[subprocess.Popen]]:
+    """Stop every process in the (growing) list on the way out, whatever happened."""
+    started = list(processes)
+    try:
+        yield started
+    finally:
+        for process in started:
+            stop(process)
+
+
+def client_command(*args: object) -> list[str]:
+    return [sys.executable, "-m", "client", *map(str, args)]
+
+
+def run_client(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        client_command(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def complete_lines(path: Path) -> tuple[list[bytes], bytes]:
+    """The newline-terminated lines of a file, and what follows the last newline."""
+    data = path.read_bytes() if path.exists() else b""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut].splitlines(keepends=True), data[cut:]
+
+
+def wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout: float) -> None:
+    """Wait until `path` holds `count` complete lines while `process` runs."""
+    deadline = time.monotonic() + timeout
+    while len(complete_lines(path)[0]) < count:
+        if process.poll() is not None:
+            raise AssertionError(f"the client exited ({process.returncode}) before {count} lines")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} lines in {path} after {timeout} s")
+        time.sleep(0.02)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def rss_mb(pid: int) -> float:
+    return int(proc_status(pid)["VmRSS"].split()[0]) / 1024
+
+
+def thread_count(pid: int) -> int:
+    return int(proc_status(pid)["Threads"])
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def compare_predictions(out: Path, reference: Path) -> dict[str, object]:
+    """Rows lost, duplicated or different in `out` compared with `reference`.
+
+    Probabilities may differ in their last float32 bits with the batch an image travelled in, so
+    they are compared to 1e-6; `identical` says whether the files are byte for byte the same.
+    """
+    from client.outputs import read_rows
+
+    rows, expected = read_rows(out), read_rows(reference)
+    paths = [row["path"] for row in rows]
+    wanted = {row["path"]: row for row in expected}
+    by_path = {row["path"]: row for row in rows}
+    differing = 0
+    for path, row in by_path.items():
+        other = wanted.get(path)
+        if other is None:
+            continue
+        same = all(row[key] == other[key] for key in ("class_id", "class", "model_version"))
+        same = same and row["error"] is None and other["error"] is None
+        same = same and abs(row["confidence"] - other["confidence"]) <= 1e-6
+        same = same and [e["class_id"] for e in row["top_k"]] == [
+            e["class_id"] for e in other["top_k"]
+        ]
+        differing += not same
+    return {
+        "rows": len(rows),
+        "lost": len(set(wanted) - set(by_path)),
+        "extra": len(set(by_path) - set(wanted)),
+        "duplicated": len(paths) - len(set(paths)),
+        "differing": differing,
+        "in_order": paths == [row["path"] for row in expected],
+        "identical": out.read_bytes() == reference.read_bytes(),
+    }
