@@ -65,8 +65,8 @@ def publish_copy(source: Path, base: Path, version: int) -> Path:
 class Ports:
     """A gRPC and a REST port chosen once, so a restarted server comes back on the same ones."""
 
-    def __init__(self) -> None:
-        self.grpc, self.rest = free_port(), free_port()
+    def __init__(self, grpc: int | None = None, rest: int | None = None) -> None:
+        self.grpc, self.rest = grpc or free_port(), rest or free_port()
 
     @property
     def grpc_url(self) -> str:
@@ -208,3 +208,79 @@ def compare_predictions(out: Path, reference: Path) -> dict[str, object]:
         "in_order": paths == [row["path"] for row in expected],
         "identical": out.read_bytes() == reference.read_bytes(),
     }
+
+
+class Traffic:
+    """`clients` threads, alternately gRPC and REST, each with its own connection of the real
+    client library (no retries: every failure counts), sending predicts until stopped.
+
+    Each answer must carry the expected class ids. gRPC answers name the version that answered:
+    `versions` holds each gRPC client's sequence of them (consecutive repeats collapsed). TF
+    Serving's REST predict reply names none, so REST clients only count failures."""
+
+    def __init__(self, ports: Ports, images: np.ndarray, expected: np.ndarray, clients: int):
+        import threading
+
+        self.ports, self.images, self.expected = ports, images, expected
+        self.sent = [0] * clients
+        self.failures: list[str] = []
+        self.grpc_clients = list(range(0, clients, 2))
+        self.versions: list[list[int]] = [[] for _ in self.grpc_clients]
+        self.latest = [0 for _ in self.grpc_clients]  # each gRPC client's last answer
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(index,), daemon=True)
+            for index in range(clients)
+        ]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.sent)
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in self._threads), "a client hangs"
+
+    def wait(self, condition, timeout: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what} ({self.summary()})")
+            time.sleep(0.1)
+
+    def all_on(self, version: int) -> bool:
+        return all(latest == version for latest in self.latest)
+
+    def summary(self) -> str:
+        return f"{self.requests} requests, {len(self.failures)} failed: {self.failures[:3]}"
+
+    def _run(self, index: int) -> None:
+        from client.errors import ClientError
+        from client.transport import connect
+        from client.types import ModelSpec
+
+        url = self.ports.grpc_url if index % 2 == 0 else self.ports.rest_url
+        model = ModelSpec(name=MODEL)
+        with connect(url, retries=0, timeout=30) as transport:
+            while not self._stop.is_set():
+                self.sent[index] += 1
+                try:
+                    reply = transport.predict(model, {"images": self.images})
+                except ClientError as error:
+                    self.failures.append(f"{url}: {error.code}: {error.message[:200]}")
+                    continue
+                class_ids = np.asarray(reply.outputs["class_ids"])
+                if not np.array_equal(class_ids, self.expected):
+                    self.failures.append(f"{url}: version {reply.model_version}: {class_ids}")
+                if index % 2 == 0:
+                    versions = self.versions[index // 2]
+                    if not versions or versions[-1] != reply.model_version:
+                        versions.append(reply.model_version)
+                    self.latest[index // 2] = reply.model_version
