@@ -149,7 +149,11 @@ def wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout: f
     deadline = time.monotonic() + timeout
     while len(complete_lines(path)[0]) < count:
         if process.poll() is not None:
-            raise AssertionError(f"the client exited ({process.returncode}) before {count} lines")
+            said = process.stderr.read()[-2000:] if process.stderr else ""
+            raise AssertionError(
+                f"the client exited ({process.returncode}) before {count} lines in {path} "
+                f"(it has {len(complete_lines(path)[0])}): {said}"
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {count} lines in {path} after {timeout} s")
         time.sleep(0.02)

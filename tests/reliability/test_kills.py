@@ -108,14 +108,16 @@ def test_client_killed_at_random_points_never_tears_a_row(
     kills = unterminated = 0
     rows_at_kills = []
     for attempt in range(CLIENT_KILLS):
+        done = len(read_rows(out)) if out.exists() else 0
+        if done >= N_DIGITS - 20:
+            break  # the last kill landed after (nearly) every row was written
         process = start_client(*args)
         try:
             if attempt == 0:
                 time.sleep(moments.uniform(0.05, 0.6))  # importing, reading metadata
             else:
-                done = len(read_rows(out)) if out.exists() else 0
                 share = (N_DIGITS - 40 - done) // (CLIENT_KILLS - attempt)
-                target = done + moments.randint(5, max(6, share))
+                target = min(done + moments.randint(5, max(6, share)), N_DIGITS - 20)
                 wait_for_lines(out, 1 + target, process, timeout=120)
                 time.sleep(moments.uniform(0, 0.1))  # between flushes (every 0.25 s)
         finally:
@@ -132,7 +134,7 @@ def test_client_killed_at_random_points_never_tears_a_row(
         assert len(paths) == len(set(paths)), "a file has two rows"
         assert not any(row["error"] for row in rows)
         rows_at_kills.append(len(rows))
-    assert kills >= CLIENT_KILLS - 1, f"only {kills} runs were killed before they finished"
+    assert kills >= 4, f"only {kills} runs were killed before they finished"
     assert any(rows_at_kills), "no kill landed while rows were being written"
 
     final = run_client(*args)
