@@ -1,7 +1,8 @@
 """`python -m trainer`: train and publish (`train`), write data sets as PNGs (`export-images`).
 
 TensorFlow is imported inside the commands, never at module level, so `--help` stays instant.
-Exit codes: 0 success, 1 unexpected failure, 2 bad options or data, 3 below --min-accuracy.
+Exit codes: 0 success, 1 unexpected failure, 2 bad options or data, 3 publishing refused (below
+--min-accuracy, worse than the reference version, or a different model under the same name).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from trainer.data import SPEC_HELP
+from trainer.gate import DEFAULT_MAX_REGRESSION
 from trainer.models import MODEL_HELP
 
 
@@ -230,6 +232,23 @@ def train(
         float | None,
         typer.Option(help="Refuse to publish below this test accuracy (exit code 3)."),
     ] = None,
+    max_regression: Annotated[
+        float,
+        typer.Option(
+            help="Refuse to publish (exit code 3) a model whose test accuracy is more than this "
+            "below the repository's reference version (the one labelled stable in "
+            "MODEL_REPO/models.config, else the newest), both measured on this run's test split."
+        ),
+    ] = DEFAULT_MAX_REGRESSION,
+    allow_regression: Annotated[
+        bool,
+        typer.Option(
+            "--allow-regression",
+            help="Publish even when the model is worse than the reference version (the "
+            "comparison is still printed and recorded). A different input shape or different "
+            "class names are refused all the same.",
+        ),
+    ] = False,
     keep: Annotated[
         int | None,
         typer.Option(help="After publishing, delete all but the newest N versions."),
@@ -281,7 +300,8 @@ def train(
         epochs=epochs, batch_size=batch_size, validation_split=validation_split,
         early_stopping=early_stopping, augment=augment, limit=limit, seed=seed,
         mixed_precision=mixed_precision, run_dir=run_dir, model_repo=model_repo,
-        model_name=model_name, min_accuracy=min_accuracy, keep=keep, progress=progress,
+        model_name=model_name, min_accuracy=min_accuracy, max_regression=max_regression,
+        allow_regression=allow_regression, keep=keep, progress=progress,
     )  # fmt: skip
     try:
         config.validate()

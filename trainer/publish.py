@@ -39,13 +39,18 @@ class Published:
 
 def versions(base: Path) -> list[int]:
     """The positive integer versions under `base`, ascending (what TF Serving would load)."""
+    return sorted(version_folders(base))
+
+
+def version_folders(base: Path) -> dict[int, Path]:
+    """Each positive integer version under `base` and its folder (`00000123` is version 123)."""
     if not base.is_dir():
-        return []
-    found = []
-    for child in base.iterdir():
+        return {}
+    found: dict[int, Path] = {}
+    for child in sorted(base.iterdir()):
         if VERSION_PATTERN.fullmatch(child.name) and child.is_dir() and int(child.name) > 0:
-            found.append(int(child.name))
-    return sorted(found)
+            found.setdefault(int(child.name), child)
+    return found
 
 
 def _host() -> str:

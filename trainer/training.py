@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import data as data_module
+from trainer import gate
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -66,6 +67,8 @@ class TrainConfig:
     model_repo: Path | None = None
     model_name: str | None = None
     min_accuracy: float | None = None
+    max_regression: float = gate.DEFAULT_MAX_REGRESSION
+    allow_regression: bool = False
     keep: int | None = None
     progress: str = "auto"
 
@@ -88,12 +91,20 @@ class TrainConfig:
                 "--min-accuracy must lie in [0, 1]",
             ),
             (
+                0 <= self.max_regression <= 1,
+                "--max-regression must lie in [0, 1]",
+            ),
+            (
                 (self.model_repo is None) == (self.model_name is None),
                 "--model-repo and --model-name go together",
             ),
             (
                 self.keep is None or self.model_repo is not None,
                 "--keep needs --model-repo",
+            ),
+            (
+                not self.allow_regression or self.model_repo is not None,
+                "--allow-regression needs --model-repo",
             ),
             (
                 not (self.augment in ("flip", "full") and self.dataset == "mnist"),
@@ -304,6 +315,17 @@ def _run(config: TrainConfig) -> RunResult:
         f"{len(dataset.test_labels)} test, {height}x{width}x{channels}, "
         f"{dataset.num_classes} classes"
     )
+    try:
+        gate.check_data(dataset)
+        if config.model_repo is not None:
+            # Cheap checks against the reference's model_info.json, before hours of training.
+            reference = _find_reference(config, announce=False)
+            if reference is not None:
+                gate.check_compatible(
+                    reference, config.model_name, dataset.input_shape, dataset.class_names
+                )
+    except gate.GateError as error:
+        raise RunError(str(error), error.exit_code) from error
 
     import keras
     import tensorflow as tf
@@ -416,6 +438,7 @@ def _run(config: TrainConfig) -> RunResult:
         "version": None,
         "published": False,
         "publish_refused": None,
+        "comparison": None,
     }
     metrics_path = run_dir / METRICS_FILE
     result = RunResult(metrics=metrics, run_dir=run_dir)
@@ -434,11 +457,23 @@ def _run(config: TrainConfig) -> RunResult:
         raise RunError(reason, exit_code=3)
 
     if config.model_repo is not None:
+        try:
+            metrics["comparison"], refusal = _compare(config, dataset, predictions)
+        except gate.GateError as error:
+            metrics["publish_refused"] = str(error)
+            write_metrics()
+            raise RunError(str(error), error.exit_code) from error
+        if refusal is not None:
+            metrics["publish_refused"] = refusal
+            write_metrics()
+            raise RunError(refusal, exit_code=3)
+
         from trainer import export, publish
 
         info = export.model_info(
             dataset, config.model, metrics, parameters, library_versions(), model.count_params()
         )
+        info["comparison"] = metrics["comparison"]
         warmup = export.warmup_images(dataset.test_images, dataset.test_labels)
         base = Path(config.model_repo) / config.model_name
         try:
@@ -468,6 +503,49 @@ def _run(config: TrainConfig) -> RunResult:
     write_metrics()
     say(f"reports: {run_dir}")
     return result
+
+
+def _find_reference(config: TrainConfig, announce: bool = True) -> gate.Reference | None:
+    """The reference version; with --allow-regression, None when none can be had."""
+    try:
+        return gate.find_reference(Path(config.model_repo), config.model_name)
+    except gate.GateError as error:
+        if config.allow_regression and error.exit_code != gate.REFUSED:
+            if announce:
+                say(f"gate: {error}; --allow-regression: publishing without a comparison")
+            return None
+        raise
+
+
+def _compare(config: TrainConfig, dataset, predictions: np.ndarray) -> tuple[dict, str | None]:
+    """Evaluate the reference on this run's test split; the comparison and any refusal.
+
+    The reference is looked up again: another publisher or a label move may have changed it
+    while this run trained.
+    """
+    reference = _find_reference(config)
+    if reference is None:
+        say(f"gate: {config.model_name} has no published version to compare with")
+        return {"reference_version": None}, None
+    gate.check_compatible(reference, config.model_name, dataset.input_shape, dataset.class_names)
+    try:
+        reference_accuracy = gate.evaluate(
+            reference, config.model_name, dataset.test_images, dataset.test_labels,
+            dataset.num_classes,
+        )  # fmt: skip
+    except gate.GateError as error:
+        if config.allow_regression and error.exit_code != gate.REFUSED:
+            say(f"gate: {error}; --allow-regression: publishing without a comparison")
+            return {"reference_version": reference.version, "error": str(error)}, None
+        raise
+    accuracy = float(np.mean(predictions == dataset.test_labels))
+    comparison, refusal = gate.compare(
+        accuracy, reference_accuracy, reference, config.model_name, len(dataset.test_labels),
+        config.max_regression, config.allow_regression,
+    )  # fmt: skip
+    if refusal is None:
+        say(gate.summary(comparison, config.model_name))
+    return comparison, refusal
 
 
 def _check_writable(base: Path) -> list[Path]:
