@@ -319,7 +319,7 @@ def _run(config: TrainConfig) -> RunResult:
         gate.check_data(dataset)
         if config.model_repo is not None:
             # Cheap checks against the reference's model_info.json, before hours of training.
-            reference = _find_reference(config, announce=False)
+            reference = _find_reference(config)
             if reference is not None:
                 gate.check_compatible(
                     reference, config.model_name, dataset.input_shape, dataset.class_names
@@ -505,14 +505,12 @@ def _run(config: TrainConfig) -> RunResult:
     return result
 
 
-def _find_reference(config: TrainConfig, announce: bool = True) -> gate.Reference | None:
+def _find_reference(config: TrainConfig) -> gate.Reference | None:
     """The reference version; with --allow-regression, None when none can be had."""
     try:
         return gate.find_reference(Path(config.model_repo), config.model_name)
     except gate.GateError as error:
         if config.allow_regression and error.exit_code != gate.REFUSED:
-            if announce:
-                say(f"gate: {error}; --allow-regression: publishing without a comparison")
             return None
         raise
 
@@ -523,7 +521,13 @@ def _compare(config: TrainConfig, dataset, predictions: np.ndarray) -> tuple[dic
     The reference is looked up again: another publisher or a label move may have changed it
     while this run trained.
     """
-    reference = _find_reference(config)
+    try:
+        reference = gate.find_reference(Path(config.model_repo), config.model_name)
+    except gate.GateError as error:
+        if not config.allow_regression or error.exit_code == gate.REFUSED:
+            raise
+        say(f"gate: {error}; --allow-regression: publishing without a comparison")
+        return {"reference_version": None, "error": str(error)}, None
     if reference is None:
         say(f"gate: {config.model_name} has no published version to compare with")
         return {"reference_version": None}, None

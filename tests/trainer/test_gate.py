@@ -224,13 +224,21 @@ def test_the_stable_label_in_models_config_picks_the_reference(
     assert listing(tmp_path) == ["00000001", "2"]
 
 
-def test_a_stable_label_on_a_missing_version_is_one_line(idx_dir: Path, tmp_path: Path) -> None:
+def test_a_stable_label_on_a_missing_version_is_one_line(
+    idx_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     repo = tmp_path / "models"
     reference_model(repo / MODEL_NAME / "1", "wrong")
     write_config(repo, stable=5)
     with pytest.raises(RunError, match=r"labels version 5 of digits 'stable', but .* has no "):
         run(config(idx_dir, tmp_path))
     assert not (tmp_path / "run").exists()
+    # --allow-regression publishes without a comparison, and says why.
+    result = run(config(idx_dir, tmp_path, allow_regression=True))
+    assert result.version == 2
+    comparison = metrics(tmp_path / "run")["comparison"]
+    assert comparison["reference_version"] is None and "has no version 5" in comparison["error"]
+    assert "--allow-regression: publishing without a comparison" in capsys.readouterr().out
 
 
 @pytest.mark.slow
