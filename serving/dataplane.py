@@ -250,20 +250,13 @@ class DataPlane:
         results: list[ClassifyResult | RegressResult] = []
         for spec, regress, signature in planned:
             outputs = {a: values[i.name] for a, i in signature.signature_def.outputs.items()}
-            if regress:
-                results.append(
-                    RegressResult(
-                        spec.name, servable.version, spec.signature_name or DEFAULT_SIGNATURE,
-                        _regressions(outputs, len(examples)),
-                    )
-                )  # fmt: skip
-            else:
-                results.append(
-                    ClassifyResult(
-                        spec.name, servable.version, spec.signature_name or DEFAULT_SIGNATURE,
-                        _classifications(outputs, len(examples)),
-                    )
-                )  # fmt: skip
+            kind, post = (
+                (RegressResult, _regressions) if regress else (ClassifyResult, _classifications)
+            )
+            results.append(
+                kind(spec.name, servable.version, spec.signature_name or DEFAULT_SIGNATURE,
+                     post(outputs, len(examples)))
+            )  # fmt: skip
         return results
 
     # ---- status, metadata, config ---------------------------------------------------------
@@ -307,7 +300,6 @@ class DataPlane:
             raise invalid_argument(f"No warmup data file found at {path}")
 
     def _replay(self, servable: LoadedVersion, log_entry) -> None:
-
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request

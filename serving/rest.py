@@ -14,12 +14,10 @@ import time
 import urllib.parse
 
 import anyio
-import h11
 import orjson
 from google.protobuf import json_format
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving import restjson
@@ -73,25 +71,11 @@ def error_response(error: ServingError) -> Response:
     return json_response(body, error.http_status)
 
 
-class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, whose own 400 (a request h11 cannot parse: a bad Content-Length,
-    control bytes in the path) is `{"error": ...}` like every other answer. TF Serving's
-    libevent answers an HTML page there. Use as `uvicorn.Config(http=JsonErrorH11Protocol)`."""
-
-    def send_400_response(self, msg: str) -> None:
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=orjson.dumps({"error": msg})),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event))
-        self.transport.close()
-
-
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools (C parser) protocol, which `python -m serving` runs, with the same
-    JSON 400 as JsonErrorH11Protocol for a request the parser refuses."""
+    """uvicorn's httptools (C parser) protocol, which `python -m serving` runs, whose own 400
+    (a request the parser refuses: a bad Content-Length, control bytes in the path) is
+    `{"error": ...}` like every other answer. TF Serving's libevent answers an HTML page
+    there."""
 
     def send_400_response(self, msg: str) -> None:
         body = orjson.dumps({"error": msg})

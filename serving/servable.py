@@ -152,10 +152,6 @@ class SessionRuntime:
                 self._callables[key] = function
         return function
 
-    def close(self) -> None:
-        self._callables.clear()
-        self.session.close()
-
 
 def _to_numpy(value) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else np.asarray(value)
@@ -358,9 +354,6 @@ class TfLiteRuntime:
             except (ValueError, RuntimeError) as error:
                 raise invalid_argument(_first_line(error)) from None
         return values
-
-    def close(self) -> None:
-        pass
 
 
 def _legacy_name(name: str) -> str:

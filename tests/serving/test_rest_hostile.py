@@ -3,8 +3,8 @@
 A real `python -m serving` on a free port serves a tiny SavedModel with one signature per dtype
 (each echoes its input), so that well-formed requests succeed and malformed ones reach every
 decoder. The fuzz test is derandomized and bounded; the explicit tests each pin one bug of
-issue 12. The h11 test runs uvicorn in-process, because the wiring of its protocol class into
-`python -m serving` belongs to server.py.
+issue 12. uvicorn's own 400s are tested in-process (each malformed request) and through
+`python -m serving` (that server.py wires the JSON protocol class in).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def in_process_server(**options):
     import uvicorn
 
     from serving.metrics import Metrics
-    from serving.rest import JsonErrorH11Protocol, RestApi
+    from serving.rest import JsonErrorHttpToolsProtocol, RestApi
 
     app = RestApi(
         _OneInputDataPlane(), Metrics(), num_threads=2, timeout_ms=10000,
@@ -259,7 +259,7 @@ def in_process_server(**options):
     )  # fmt: skip
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=JsonErrorH11Protocol, lifespan="off",
+        app, host="127.0.0.1", port=port, http=JsonErrorHttpToolsProtocol, lifespan="off",
         log_level="critical",
     )  # fmt: skip
     server = uvicorn.Server(config)
@@ -314,7 +314,7 @@ def test_uvicorns_own_400_is_json(request_bytes):
 
 
 def test_python_m_serving_answers_its_own_400_as_json(server):
-    # The same h11 protocol class, as `python -m serving` wires it into uvicorn.
+    # The same protocol class, as `python -m serving` wires it into uvicorn.
     reply = raw_exchange(server.rest_port, b"GET /v1/\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), head
