@@ -7,47 +7,15 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad options or data, 3 publishing
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
-from typer.exceptions import TyperException
 
+from common.cli import OneLineErrors
 from trainer.data import SPEC_HELP
 from trainer.gate import DEFAULT_MAX_REGRESSION
 from trainer.models import MODEL_HELP
-
-
-class OneLineErrors(TyperGroup):
-    """Usage errors as one line, like the trainer's own: `error: <what is wrong> (see
-    'python -m trainer train --help')`, exit code 2, instead of rich's five-line box."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.Abort:
-            if not standalone_mode:
-                raise
-            print("error: aborted", file=sys.stderr)
-            sys.exit(1)
-        except TyperException as error:  # click's usage errors (typer vendors click)
-            if not standalone_mode or not hasattr(error, "format_message"):
-                raise
-            context = getattr(error, "ctx", None)
-            if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
-                print(context.get_help())
-                sys.exit(0)
-            message = " ".join(error.format_message().split())
-            if context is not None:
-                message += f" (see '{context.command_path} --help')"
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(getattr(error, "exit_code", 2))
-        if not standalone_mode:
-            return result
-        sys.exit(result if isinstance(result, int) else 0)
-
 
 # rich_markup_mode=None: click's plain help, which wraps every description in full at any
 # width (rich's boxed panels cut them off and took 206 lines at 80 columns).
@@ -85,8 +53,8 @@ def _options(
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow now, its start-up noise filtered unless --verbose (trainer.quiet)."""
-    from trainer import quiet
+    """Import TensorFlow now, its start-up noise filtered unless --verbose (common.quiet)."""
+    from common import quiet
 
     quiet.import_tensorflow(_VERBOSE["on"])
 
@@ -336,7 +304,7 @@ def export_images_command(
     """Write a data set split as OUT/<class name>/<index>.png (index zero-padded, e.g. 00042)."""
     import time
 
-    from trainer import quiet
+    from common import quiet
 
     quiet.configure(_VERBOSE["on"])  # only a Keras download imports TensorFlow here
 

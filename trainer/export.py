@@ -1,4 +1,4 @@
-"""SavedModel export following the contract in `trainer.contract` (and DESIGN.md)."""
+"""SavedModel export following the contract in `common.contract` (and DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer import contract
+from common import contract
+
+# Enough warmup records to trace both batch sizes TF Serving sees most, few enough to load fast.
+WARMUP_RECORDS = 5
 
 
 def warmup_images(images: np.ndarray, labels: np.ndarray, count: int = 16) -> np.ndarray:
@@ -149,7 +152,7 @@ def write_warmup(path: Path, model_name: str, images: np.ndarray) -> None:
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in range(contract.WARMUP_RECORDS):
+        for record in range(WARMUP_RECORDS):
             batch = images[: min(len(images), 2**record)]
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name

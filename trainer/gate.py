@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer import contract, publish
+from common import contract
+from trainer import publish
 
 # The rollout state beside the models: TF Serving's ModelServerConfig, protobuf text format.
 CONFIG_FILE = "models.config"

@@ -23,7 +23,7 @@ N_DIGITS = 200
 # What a checkout has that the install needs; compiled modules and caches are left behind, so
 # the build must compile the protos itself.
 PROJECT_FILES = ("pyproject.toml", "README.md", "constraints.txt")
-PACKAGES = ("client", "trainer", "serving")
+PACKAGES = ("common", "client", "trainer", "serving")
 NOT_COPIED = shutil.ignore_patterns("__pycache__", "*_pb2.py", "*_pb2_grpc.py", "_compiled.py")
 HEAVY = ("tensorflow", "tensorflow-serving-api", "tensorflow-cpu", "keras", "tensorboard", "jax")
 MAX_MB = 400  # measured: about 250 MB; with TensorFlow it was 2.2 GB

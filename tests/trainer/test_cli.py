@@ -207,7 +207,7 @@ def test_a_failed_run_leaves_no_empty_model_folder(tmp_path: Path) -> None:
 def test_tensorflow_starts_without_its_noise_unless_verbose() -> None:
     from trainer_helpers import run_python
 
-    code = "from trainer import quiet; quiet.import_tensorflow({}); print('ok')"
+    code = "from common import quiet; quiet.import_tensorflow({}); print('ok')"
     quiet = run_python("-c", code.format("False"), timeout=120)
     assert quiet.returncode == 0 and quiet.stdout.strip() == "ok", quiet.stderr
     for noise in ("oneDNN", "cudart_stub", "cuInit", "absl::InitializeLog"):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from trainer_helpers import run_python, synthetic_arrays, write_idx, write_image_folder
 
-from trainer import contract, export
+from common import contract
+from trainer import export
 from trainer.training import RunError, TrainConfig, run
 
 tf = pytest.importorskip("tensorflow")

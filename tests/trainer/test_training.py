@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from trainer_helpers import write_image_folder
 
-from trainer import contract
+from common import contract
 from trainer.training import RunError, TrainConfig, run
 
 tf = pytest.importorskip("tensorflow")

@@ -1,5 +1,8 @@
 """TensorFlow without its start-up noise: oneDNN, cudart_stub, cuInit, printed twice.
 
+Used by the trainer (`--verbose` shows the noise) and the local server (`--verbose`); standard
+library only, so importing it costs nothing until TensorFlow is wanted.
+
 TensorFlow 2.21 writes these lines from C++ before its logging is initialised, so
 TF_CPP_MIN_LOG_LEVEL does not reach most of them ("All log messages before
 absl::InitializeLog() is called are written to STDERR"). `import_tensorflow` therefore imports

@@ -1,0 +1,7 @@
+"""What the trainer, the client and the local server share without importing one another.
+
+`common.contract` is the model contract (signature names, tensor keys, dtypes, assets.extra
+files) and imports nothing; `common.quiet` hides TensorFlow's start-up noise (standard library
+only); `common.cli` is the one-line error style of the typer CLIs (typer, a base dependency).
+Every extra installs this package; nothing here imports trainer, serving or client.
+"""
