@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     except FlagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from common import quiet
+
+    # TensorFlow's start-up noise is written before its logging starts: filtered, unless
+    # --verbose, by importing it here, before the server (which needs it) does.
+    quiet.import_tensorflow(options.verbose)
     from serving.server import run  # heavy: TensorFlow, grpc
 
     return run(options)

@@ -114,6 +114,13 @@ FLAGS: dict[str, Flag] = {
     "enable_profiler": Flag(
         bool, True, "Answer tensorflow.ProfilerService/Profile on the gRPC port (TF profiler)."
     ),
+    "verbose": Flag(
+        bool,
+        False,
+        "Log TensorFlow's start-up lines (oneDNN, CUDA probing), hidden by default, and its "
+        "INFO logs (unless TF_CPP_MIN_LOG_LEVEL is set).",
+        local_only=True,
+    ),
 }
 
 # Flags of tensorflow_model_server 2.21 that this server does not implement.
