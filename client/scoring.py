@@ -24,6 +24,7 @@ from client.errors import ClientError
 from client.preprocess import PREPROCESS_MODES
 from client.transport.base import RetryPolicy, Transport
 from client.types import ModelMetadata, ModelSpec, PredictResult
+from common.contract import CLASS_IDS, CLASSES, PROBABILITIES
 
 # Batch failures worth sending again: the server was busy, slow or briefly gone. The transport
 # already retried UNAVAILABLE; a second, slower round rides out a server restart.
@@ -354,8 +355,8 @@ class _Scorer:
         notes: per row, what client.preprocess.glyph_check said about its input (or None).
         """
         outputs = reply.outputs
-        probabilities = outputs.get("probabilities")
-        class_ids = outputs.get("class_ids")
+        probabilities = outputs.get(PROBABILITIES)
+        class_ids = outputs.get(CLASS_IDS)
         if probabilities is None and class_ids is None:
             raise ClientError(
                 f"the reply has neither 'probabilities' nor 'class_ids' (it has: "
@@ -367,7 +368,7 @@ class _Scorer:
         if class_ids is None:
             class_ids = np.argmax(probabilities, axis=1)
         class_ids = np.asarray(class_ids).reshape(-1)
-        classes = outputs.get("classes")
+        classes = outputs.get(CLASSES)
         if classes is not None:
             classes = np.asarray(classes, dtype=object).reshape(-1)
         if len(class_ids) != len(names) or (classes is not None and len(classes) != len(names)):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.contract import SERVING_DEFAULT
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -18,7 +20,7 @@ class ModelSpec:
     name: str = "mnist"
     version: int | None = None
     label: str | None = None
-    signature: str = "serving_default"
+    signature: str = SERVING_DEFAULT
 
     def __post_init__(self) -> None:
         if self.version is not None and self.label is not None:
