@@ -8,7 +8,8 @@ images whatever `--limit`, seed or data changed. A model that is worse by more t
 or class names differ from the reference's is refused always (it is a different model and
 belongs under another `--model-name`).
 
-TensorFlow is imported only by `evaluate`; the rest is numpy, JSON and protobuf.
+TensorFlow is imported only by `evaluate`; the rest is numpy, JSON and protobuf (the rollout
+state file is read by `common.rollout_state`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import contract
+from common import contract, rollout_state
 from trainer import publish
 
 # The rollout state beside the models: TF Serving's ModelServerConfig, protobuf text format.
-CONFIG_FILE = "models.config"
-STABLE_LABEL = "stable"
+CONFIG_FILE = rollout_state.CONFIG_FILE
+STABLE_LABEL = rollout_state.STABLE
 # Absolute test accuracy a new model may lose against the reference: 0.5 points, 50 of
 # MNIST's 10,000 test images. The same command with the same seed gives the same model, so a
 # re-run compares equal; other seeds move a small model's accuracy by a few tenths of a point.
@@ -91,26 +92,19 @@ def check_data(dataset) -> None:
 
 def stable_version(repo: Path, model_name: str) -> int | None:
     """The version `<repo>/models.config` labels `stable` for `model_name`, if it says one."""
-    path = Path(repo) / CONFIG_FILE
-    if not path.is_file():
-        return None
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    config = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(path.read_text(), config)
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        state = rollout_state.read(repo)
+    except rollout_state.StateError as error:
         message = " ".join(str(error).split())
         raise GateError(
-            f"{path}: not a readable TF Serving ModelServerConfig ({message}); fix it, or pass "
+            f"{message}: not a readable TF Serving ModelServerConfig; fix it, or pass "
             "--allow-regression to publish without a comparison",
             exit_code=2,
         ) from error
-    for model in config.model_config_list.config:
-        if model.name == model_name and STABLE_LABEL in model.version_labels:
-            return int(model.version_labels[STABLE_LABEL])
-    return None
+    entry = state.model(model_name) if state else None
+    if entry is None:
+        return None
+    return entry.labels.get(STABLE_LABEL)
 
 
 def find_reference(repo: Path, model_name: str) -> Reference | None:

@@ -5,6 +5,11 @@ hidden, non-integer staging name in the same folder (so on the same file system)
 disk, and only then renamed to its number: a rename within one file system is atomic, so a
 reader sees either no version or a complete one, whatever moment the writer dies at.
 
+The repository's rollout state (`<repo>/models.config`, common.rollout_state) is the other
+thing publishing touches: the first version of a model starts it (both labels and the pin on
+that version, so a server started on the file serves it at once), and pruning never deletes a
+version that a label points at or the file pins.
+
 Pure Python, no TensorFlow: the caller passes a function that writes the files.
 """
 
@@ -21,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import rollout_state
+
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 # Staging folders from another host cannot be checked for a live owner; after this long they
@@ -35,6 +42,11 @@ class Published:
     path: Path
     pruned: tuple[int, ...]
     cleaned: tuple[str, ...]
+    # Set when this publish started the repository's rollout state (models.config).
+    rollout_started: bool = False
+    # What the caller should tell the user: the rollout state could not be started, or pruning
+    # kept versions it would otherwise have deleted (labelled, pinned, unreadable state).
+    note: str | None = None
 
 
 def versions(base: Path) -> list[int]:
@@ -140,7 +152,10 @@ def publish(
     `write(folder)` fills a fresh staging folder; `validate(folder)` may raise to abort before
     anything becomes visible. The next version is one more than the highest existing one; when
     another publisher takes that number first, the rename fails and the next one is tried.
-    After success, `keep` prunes all but the newest `keep` versions (the new one is always kept).
+    The first version of a model starts `<repo>/models.config` (labels and pin on it; the base
+    path is the model folder's absolute path as this process sees it, which is where the
+    servers must see it too). After success, `keep` prunes all but the newest `keep` versions;
+    the new one and every version the rollout state labels or pins are always kept.
     """
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be at least 1 (the new version is never pruned), got {keep}")
@@ -157,8 +172,31 @@ def publish(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    pruned = prune(base, keep, protect=version) if keep is not None else []
-    return Published(version, base / str(version), tuple(pruned), tuple(cleaned))
+    started, notes = False, []
+    if version == min(versions(base)):
+        try:
+            started = rollout_state.first_version(
+                base.parent, base.name, version, str(base.resolve())
+            )
+        except (OSError, rollout_state.StateError) as error:
+            # The version is published; only the labels are missing ('rollout init' adds them).
+            notes.append(f"rollout state not started: {error}")
+    pruned = []
+    if keep is not None:
+        try:
+            held = rollout_state.protected_versions(base.parent, base.name)
+        except rollout_state.StateError as error:
+            notes.append(f"nothing pruned: {error}")
+        else:
+            kept = sorted(held & set(versions(base)[:-keep]))
+            pruned = prune(base, keep, protect={version, *held})
+            if kept:
+                shown = ", ".join(map(str, kept))
+                notes.append(
+                    f"kept versions {shown}: labelled or pinned in {rollout_state.CONFIG_FILE}"
+                )
+    note = "; ".join(notes) or None
+    return Published(version, base / str(version), tuple(pruned), tuple(cleaned), started, note)
 
 
 def _rename_to_next_version(base: Path, staging: Path) -> int:
@@ -178,18 +216,24 @@ def _rename_to_next_version(base: Path, staging: Path) -> int:
         version += 1
 
 
-def prune(base: Path, keep: int, protect: int | None = None) -> list[int]:
-    """Delete all but the newest `keep` versions, never `protect`; return the deleted numbers.
+def prune(base: Path, keep: int, protect: int | set[int] | None = None) -> list[int]:
+    """Delete all but the newest `keep` versions, never those in `protect`; return the deleted
+    numbers.
 
-    `protect` is the caller's own new version: a concurrent publisher may have renamed a newer
-    one into place meanwhile, which must not make this publish delete what it just wrote.
+    `protect` holds the caller's own new version (a concurrent publisher may have renamed a
+    newer one into place meanwhile, which must not make this publish delete what it just wrote)
+    and the versions the rollout state labels or pins.
     Each old version is first renamed to a hidden name (atomic, so TF Serving sees it vanish in
     one step) and only then deleted file by file.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     existing = versions(base)
-    doomed = [version for version in existing[:-keep] if version != protect]
+    if protect is None:
+        protect = set()
+    elif isinstance(protect, int):
+        protect = {protect}
+    doomed = [version for version in existing[:-keep] if version not in protect]
     for version in doomed:
         hidden = base / f"{DELETING_PREFIX}{version}-{secrets.token_hex(4)}"
         try:

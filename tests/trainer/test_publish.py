@@ -1,4 +1,5 @@
-"""Atomic publishing, version numbering, stale staging clean-up and pruning (no TensorFlow)."""
+"""Atomic publishing, version numbering, stale staging clean-up, pruning and the rollout state a
+first publish starts (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common import rollout_state
 from trainer import publish
 
 
@@ -117,10 +119,15 @@ def test_stale_staging_is_cleaned_but_live_and_integer_folders_are_not(tmp_path:
     assert result.version == 6
 
 
+def without_rollout_state(base: Path) -> None:
+    rollout_state.config_path(base.parent).unlink()
+
+
 def test_keep_prunes_old_versions_never_the_newest(tmp_path: Path) -> None:
     base = tmp_path / "mnist"
     for _ in range(4):
         publish.publish(base, write_version)
+    without_rollout_state(base)
     result = publish.publish(base, write_version, keep=2)
     assert result.pruned == (1, 2, 3)
     assert publish.versions(base) == [4, 5]
@@ -129,11 +136,61 @@ def test_keep_prunes_old_versions_never_the_newest(tmp_path: Path) -> None:
     assert [path.name for path in base.iterdir()] == ["6"]
 
 
+def test_the_first_publish_starts_the_rollout_state_on_its_version(tmp_path: Path) -> None:
+    base = tmp_path / "mnist"
+    first = publish.publish(base, write_version)
+    assert first.rollout_started and first.note is None
+    state = rollout_state.read(tmp_path)
+    (entry,) = state.models
+    assert (entry.name, entry.base_path) == ("mnist", str(base.resolve()))
+    assert entry.policy == "specific" and entry.pins == (1,)
+    assert entry.labels == {"stable": 1, "canary": 1}
+    assert [(h.label, h.old, h.new, h.step) for h in state.history] == [
+        ("stable", None, 1, "publish"),
+        ("canary", None, 1, "publish"),
+    ]
+    # Later versions leave the state alone: nothing loads until a rollout step pins them.
+    text = rollout_state.config_path(tmp_path).read_text()
+    assert not publish.publish(base, write_version).rollout_started
+    assert rollout_state.config_path(tmp_path).read_text() == text
+    # A second model in the same repository is added beside the first.
+    assert publish.publish(tmp_path / "digits", write_version).rollout_started
+    assert [m.name for m in rollout_state.read(tmp_path).models] == ["mnist", "digits"]
+
+
+def test_keep_never_prunes_a_labelled_or_pinned_version(tmp_path: Path) -> None:
+    base = tmp_path / "mnist"
+    for _ in range(5):
+        publish.publish(base, write_version)
+    state = rollout_state.read(tmp_path)
+    entry = state.models[0]
+    # stable on 1, canary on 3, 2 pinned (a rollback target): all three survive --keep=1.
+    pinned = rollout_state.ModelEntry(
+        entry.name, entry.base_path, pins=(1, 2, 3), labels={"stable": 1, "canary": 3}
+    )
+    rollout_state.save(tmp_path, state.with_model(pinned))
+    result = publish.publish(base, write_version, keep=1)
+    assert result.version == 6 and result.pruned == (4, 5)
+    assert publish.versions(base) == [1, 2, 3, 6]
+    assert result.note == "kept versions 1, 2, 3: labelled or pinned in models.config"
+
+
+def test_an_unreadable_rollout_state_prunes_nothing_and_says_why(tmp_path: Path) -> None:
+    base = tmp_path / "mnist"
+    for _ in range(3):
+        publish.publish(base, write_version)
+    rollout_state.config_path(tmp_path).write_text("model_config_list { config { nme: 1 } }\n")
+    result = publish.publish(base, write_version, keep=1)
+    assert result.pruned == () and publish.versions(base) == [1, 2, 3, 4]
+    assert result.note.startswith("nothing pruned: ") and "nme" in result.note
+
+
 def test_keep_never_prunes_its_own_version_when_a_racer_publishes_a_newer_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = tmp_path / "mnist"
     publish.publish(base, write_version)
+    without_rollout_state(base)
     rename = publish._rename_to_next_version
 
     def rename_then_racer_publishes(base: Path, staging: Path) -> int:
