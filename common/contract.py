@@ -15,6 +15,10 @@ IMAGES_DTYPE = "uint8"
 SERVING_BYTES = "serving_bytes"
 IMAGE_BYTES_INPUT = "image_bytes"
 IMAGE_BYTES_DTYPE = "string"
+# The most pixels one encoded image may declare: the client refuses bigger files before
+# sending them, and `serving_bytes` refuses them from the header before decoding (40 MP is
+# 160 MB of RGBA; a few-KB PNG can declare 20000x20000).
+MAX_IMAGE_PIXELS = 40_000_000
 
 # Outputs of both signatures: probabilities [-1, K], class_ids [-1], classes [-1] (the names).
 PROBABILITIES = "probabilities"

@@ -14,6 +14,12 @@ from common import contract
 # Enough warmup records to trace both batch sizes TF Serving sees most, few enough to load fast.
 WARMUP_RECORDS = 5
 
+# The most pixels `serving_bytes` decodes per image, read from the image's header before any
+# decoding, so a "decompression bomb" costs the server nothing more than the header read.
+MAX_IMAGE_PIXELS = contract.MAX_IMAGE_PIXELS
+# How much of an encoded image `image_dimensions` reads: every header field it uses is in it.
+HEADER_BYTES = 32
+
 
 def warmup_images(images: np.ndarray, labels: np.ndarray, count: int = 16) -> np.ndarray:
     """A few real test images, one per class first, so warmup covers varied inputs."""
@@ -58,6 +64,82 @@ def model_info(
     }
 
 
+def image_dimensions(encoded):
+    """Graph code: int64 [height, width] an encoded image's header declares, before decoding.
+
+    Reads the fields TensorFlow's own decoders size their buffers by: PNG's IHDR, GIF's logical
+    screen, BMP's BITMAPINFOHEADER (absolute values: a negative height is a top-down BMP),
+    JPEG's start-of-frame (`tf.io.extract_jpeg_shape`, which parses markers only) and WebP's
+    VP8/VP8L/VP8X chunk. Anything else is [0, 0]: `tf.io.decode_image` refuses it anyway.
+    """
+    import tensorflow as tf
+
+    head = tf.strings.substr(encoded, 0, HEADER_BYTES)  # shorter strings come back shorter
+    padded = tf.strings.join([head, tf.constant(b"\0" * HEADER_BYTES)])
+    raw = tf.io.decode_raw(padded, tf.uint8)[:HEADER_BYTES]
+    byte = tf.cast(raw, tf.int64)
+
+    def starts(offset: int, magic: bytes):
+        expected = tf.constant(list(magic), tf.uint8)
+        return tf.reduce_all(tf.equal(raw[offset : offset + len(magic)], expected))
+
+    def little(offset: int, size: int):
+        return sum(byte[offset + i] * (1 << (8 * i)) for i in range(size))
+
+    def big(offset: int, size: int):
+        return sum(byte[offset + i] * (1 << (8 * (size - 1 - i))) for i in range(size))
+
+    def signed32(value):
+        return tf.abs(tf.where(value >= 1 << 31, value - (1 << 32), value))
+
+    def bits(value, shift: int, count: int):
+        return tf.bitwise.bitwise_and(tf.bitwise.right_shift(value, shift), (1 << count) - 1)
+
+    vp8l_bits = little(21, 4)  # 14 bits width - 1, then 14 bits height - 1
+    candidates = [  # (is this format, height, width), first match wins
+        (starts(0, b"\x89PNG\r\n\x1a\n"), big(20, 4), big(16, 4)),
+        (starts(0, b"GIF"), little(8, 2), little(6, 2)),
+        (starts(0, b"BM"), signed32(little(22, 4)), signed32(little(18, 4))),
+        (
+            starts(0, b"RIFF") & starts(8, b"WEBPVP8X"),
+            little(27, 3) + 1,
+            little(24, 3) + 1,
+        ),
+        (
+            starts(0, b"RIFF") & starts(8, b"WEBPVP8L"),
+            bits(vp8l_bits, 14, 14) + 1,
+            bits(vp8l_bits, 0, 14) + 1,
+        ),
+        (
+            starts(0, b"RIFF") & starts(8, b"WEBPVP8 "),
+            bits(little(28, 2), 0, 14),  # the top two bits are a scaling hint
+            bits(little(26, 2), 0, 14),
+        ),
+    ]
+    dimensions = tf.cond(
+        starts(0, b"\xff\xd8\xff"),
+        lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64),
+        lambda: tf.zeros([2], tf.int64),
+    )
+    for matches, height, width in reversed(candidates):
+        dimensions = tf.where(matches, tf.stack([height, width]), dimensions)
+    return dimensions
+
+
+def check_pixels(encoded, max_pixels: int):
+    """Graph code: an op that fails with INVALID_ARGUMENT when the header declares too much."""
+    import tensorflow as tf
+
+    dimensions = image_dimensions(encoded)
+    message = tf.strings.format(
+        "image too large to decode: its header declares {}x{} pixels, more than the "
+        f"{max_pixels:,} per image that this model decodes (downscale it before sending it)",
+        (dimensions[1], dimensions[0]),
+    )
+    within = dimensions[0] * dimensions[1] <= max_pixels
+    return tf.debugging.Assert(within, [message], name="check_image_pixels")
+
+
 def write_saved_model(
     model,
     folder: Path,
@@ -65,11 +147,14 @@ def write_saved_model(
     model_name: str,
     info: dict,
     warmup: np.ndarray,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> None:
     """Export `model` with both signatures into `folder`, plus assets.extra/.
 
     The model takes float pixels 0..255; the signatures take uint8 pixels or encoded images
     and cast, so every client sends the same bytes it would have fed the training pipeline.
+    `serving_bytes` refuses an image whose header declares more than `max_pixels` pixels
+    before decoding it.
     """
     import keras
     import tensorflow as tf
@@ -89,8 +174,8 @@ def write_saved_model(
         return outputs(model(tf.cast(images, tf.float32), training=False))
 
     def decode_native(encoded):
-        # TensorFlow's BMP and GIF decoders refuse channels=1, so decode those as they are and
-        # convert as Pillow does in training: alpha dropped, gray by ITU-R 601 luma.
+        # TensorFlow's BMP, GIF and WebP decoders refuse channels=1, so decode those as they
+        # are and convert as Pillow does in training: alpha dropped, gray by ITU-R 601 luma.
         image = tf.io.decode_image(encoded, expand_animations=False)
         have = tf.shape(image)[-1]
         if channels == 1:
@@ -106,11 +191,21 @@ def write_saved_model(
         )
 
     def decode(encoded):
+        with tf.control_dependencies([check_pixels(encoded, max_pixels)]):
+            return decode_checked(tf.identity(encoded))
+
+    def decode_checked(encoded):
         if channels in (1, 3):
-            header = tf.strings.substr(encoded, 0, 3)
-            bmp_or_gif = tf.logical_or(tf.strings.substr(header, 0, 2) == b"BM", header == b"GIF")
+            header = tf.strings.substr(encoded, 0, 4)
+            native = tf.reduce_any(
+                [
+                    tf.strings.substr(header, 0, 2) == b"BM",
+                    tf.strings.substr(header, 0, 3) == b"GIF",
+                    header == b"RIFF",  # WebP
+                ]
+            )
             image = tf.cond(
-                bmp_or_gif,
+                native,
                 lambda: decode_native(encoded),
                 lambda: tf.io.decode_image(encoded, channels=channels, expand_animations=False),
             )
@@ -143,6 +238,7 @@ def write_saved_model(
     extra.mkdir(exist_ok=True)
     (folder / "assets").mkdir(exist_ok=True)
     write_warmup(extra / contract.WARMUP_FILE, model_name, warmup)
+    info = {**info, "max_image_pixels": max_pixels}
     (extra / contract.MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
