@@ -11,7 +11,14 @@ import pytest
 from client_fixtures import load_mnist_test, png_header_only, render_dark_on_light
 from PIL import Image, ImageDraw
 
-from client.preprocess import ImageError, list_images, load_image, mnist_normalize
+from client.preprocess import (
+    ImageError,
+    glyph_check,
+    glyph_checks,
+    list_images,
+    load_image,
+    mnist_normalize,
+)
 
 
 def encode(image: Image.Image, image_format: str, **options) -> bytes:
@@ -350,3 +357,31 @@ def test_list_images_refuses_to_skip_a_folder_it_cannot_read(tmp_path: Path, mon
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(ValueError, match=r"cannot list .*/a: Permission denied"):
         list_images(tmp_path)
+
+
+def test_png_exif_orientation_is_applied() -> None:
+    # PNG keeps EXIF in an eXIf chunk: the fast path that skips images without orientation
+    # data must still see it.
+    stored = np.zeros((20, 40), np.uint8)
+    stored[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(Image.fromarray(stored), "PNG", exif=exif.tobytes())
+    upright = load_image(data, height=40, width=20, channels=1, mode="none")[..., 0]
+    assert upright.shape == (40, 20)
+    assert upright[:20].mean() > 200 and upright[20:].mean() < 50  # left half is now the top
+
+
+def test_the_batch_glyph_check_judges_each_image_alone(mnist_dir: Path) -> None:
+    # One union-find over the whole batch: parts must never join across images.
+    images, _ = load_mnist_test(mnist_dir, 60)
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    specks = ((rng.random((8, 28, 28)) < 0.05) * 255).astype(np.uint8)
+    blank, white = np.zeros((1, 28, 28), np.uint8), np.full((1, 28, 28), 255, np.uint8)
+    batch = np.concatenate([images[:20], noise, specks, blank, white, images[20:]])
+    rng.shuffle(batch)
+    notes = glyph_checks(batch[..., None])
+    assert notes == [glyph_check(image) for image in batch]
+    assert sum(note is not None for note in notes) >= 18  # the noise, specks and blank pages
+    assert any("separate marks" in (note or "") for note in notes)
