@@ -1,6 +1,9 @@
 """Typer option types shared by every command (`evaluate` included), with their defaults.
 
-Use as `server: ServerOption = DEFAULT_SERVER`. Defaults live here so that all commands agree.
+Use as `batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE`. Defaults live here so that all
+commands agree. The connection options (--server, --model, --version, --label, --signature,
+--timeout, --retries, --retry-seconds) are added to a command by
+`client.commands.common.connection_options`, never listed by hand.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from typing import Annotated
 
 import typer
 
+from common.contract import SERVING_DEFAULT
+
 DEFAULT_SERVER = "grpc://localhost:8500"
 DEFAULT_MODEL = "mnist"
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SERVING_DEFAULT
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CONCURRENCY = 4
 DEFAULT_PREPROCESS = "auto"

@@ -3,5 +3,6 @@
 `common.contract` is the model contract (signature names, tensor keys, dtypes, assets.extra
 files) and imports nothing; `common.quiet` hides TensorFlow's start-up noise (standard library
 only); `common.cli` is the one-line error style of the typer CLIs (typer, a base dependency).
-Every extra installs this package; nothing here imports trainer, serving or client.
+Each module's docstring says what else it needs. Every extra installs this package; nothing
+here imports trainer, serving or client, and importing the package itself loads nothing.
 """

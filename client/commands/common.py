@@ -1,17 +1,121 @@
-"""Helpers the commands share: addressing the model, connecting, failing with one clear line."""
+"""Helpers the commands share: the connection options, addressing the model, connecting,
+failing with one clear line."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import NoReturn
 
 import typer
 
+from client import options
 from client.errors import EXIT_ERROR, EXIT_USAGE, ClientError
 from client.transport import Transport, connect
 from client.types import ModelSpec, VersionStatus
+from common.contract import SERVING_DEFAULT
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how a command reaches the model: what the connection options said."""
+
+    server: str
+    model: ModelSpec
+    timeout: float | None = None  # None: the command has its own --timeout
+    retries: int = options.DEFAULT_RETRIES
+    retry_seconds: float = options.DEFAULT_RETRY_SECONDS
+
+    def open(self, *, max_connections: int = 8, timeout: float | None = None,
+             retries: int | None = None) -> Transport:  # fmt: skip
+        """The transport to the server (a malformed address is a usage error, exit 2)."""
+        return open_transport(
+            self.server,
+            timeout=self.timeout if timeout is None else timeout,
+            retries=self.retries if retries is None else retries,
+            max_connections=max_connections,
+        )
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Turns the server's errors into one line that names this server and model."""
+        return server_errors(self.server, self.model)
+
+
+# The connection options, in --help order: (name, annotation, default).
+_ADDRESS = (
+    ("server", options.ServerOption, options.DEFAULT_SERVER),
+    ("model", options.ModelOption, options.DEFAULT_MODEL),
+    ("version", options.VersionOption, None),
+    ("label", options.LabelOption, None),
+)
+_SIGNATURE = (("signature", options.SignatureOption, options.DEFAULT_SIGNATURE),)
+_REQUESTS = (
+    ("timeout", options.TimeoutOption, options.DEFAULT_TIMEOUT),
+    ("retries", options.RetriesOption, options.DEFAULT_RETRIES),
+)
+_RETRY_SECONDS = (("retry_seconds", options.RetrySecondsOption, options.DEFAULT_RETRY_SECONDS),)
+
+
+def connection_options(
+    *, signature: bool = False, requests: bool = True, retry_seconds: bool = False
+) -> Callable[[Callable], Callable]:
+    """Decorator for a command that talks to a server: its `connection: Connection` parameter
+    becomes the connection options, declared here once, at the same place in --help.
+
+    Every such command takes --server, --model, --version and --label; `signature` adds
+    --signature (else the contract's serving_default), `requests` --timeout and --retries (a
+    command without them has its own deadline), `retry_seconds` --retry-seconds.
+    """
+    chosen = (
+        _ADDRESS
+        + (_SIGNATURE if signature else ())
+        + (_REQUESTS if requests else ())
+        + (_RETRY_SECONDS if retry_seconds else ())
+    )
+    names = [name for name, _, _ in chosen]
+
+    def decorate(command: Callable) -> Callable:
+        declared = inspect.signature(command, eval_str=True)
+        clashes = set(names) & set(declared.parameters)
+        if "connection" not in declared.parameters or clashes:
+            raise TypeError(f"{command.__name__} needs a `connection` parameter, and no {clashes}")
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                              annotation=annotation)
+            for name, annotation, default in chosen
+        ]  # fmt: skip
+        parameters = []
+        for parameter in declared.parameters.values():
+            if parameter.name == "connection":
+                parameters += added
+            else:
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def run(**values):
+            given = {name: values.pop(name) for name in names}
+            spec = model_spec(
+                given["model"], given["version"], given["label"],
+                given.get("signature", SERVING_DEFAULT),
+            )  # fmt: skip
+            connection = Connection(
+                server=given["server"],
+                model=spec,
+                timeout=given.get("timeout"),
+                retries=given.get("retries", options.DEFAULT_RETRIES),
+                retry_seconds=given.get("retry_seconds", options.DEFAULT_RETRY_SECONDS),
+            )
+            return command(connection=connection, **values)
+
+        run.__signature__ = declared.replace(parameters=parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
 
 
 def fail(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:

@@ -7,20 +7,8 @@ import json
 
 import typer
 
-from client.commands.common import model_spec, open_transport, server_errors
-from client.options import (
-    DEFAULT_MODEL,
-    DEFAULT_RETRIES,
-    DEFAULT_SERVER,
-    DEFAULT_TIMEOUT,
-    JsonOption,
-    LabelOption,
-    ModelOption,
-    RetriesOption,
-    ServerOption,
-    TimeoutOption,
-    VersionOption,
-)
+from client.commands.common import Connection, connection_options
+from client.options import JsonOption
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
@@ -29,15 +17,8 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "[" + ", ".join("?" if size < 0 else str(size) for size in shape) + "]"
 
 
-def metadata(
-    server: ServerOption = DEFAULT_SERVER,
-    model: ModelOption = DEFAULT_MODEL,
-    version: VersionOption = None,
-    label: LabelOption = None,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    retries: RetriesOption = DEFAULT_RETRIES,
-    json_output: JsonOption = False,
-) -> None:
+@connection_options()
+def metadata(connection: Connection, json_output: JsonOption = False) -> None:
     """Show the model's version and, per signature, its inputs and outputs (name, dtype, shape).
 
     The table leaves out TensorFlow's internal signatures (names starting with "__"); --json
@@ -45,10 +26,8 @@ def metadata(
 
     Example: python -m client metadata --server grpc://localhost:8500 --json
     """
-    spec = model_spec(model, version, label, "serving_default")
-    transport = open_transport(server, timeout=timeout, retries=retries)
-    with transport, server_errors(server, spec):
-        info = transport.metadata(spec)
+    with connection.open() as transport, connection.errors():
+        info = transport.metadata(connection.model)
     if json_output:
         typer.echo(json.dumps(dataclasses.asdict(info), indent=2))
         return
@@ -56,7 +35,7 @@ def metadata(
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"{info.name} version {info.version} on {server}"))
+    table = Table(title=escape(f"{info.name} version {info.version} on {connection.server}"))
     for column in ("signature", "", "name", "dtype", "shape"):
         table.add_column(column)
     for signature in info.signatures.values():

@@ -9,48 +9,31 @@ from typing import Annotated
 
 import typer
 
-from client.commands.common import fail, model_spec, open_transport, server_errors
+from client.commands.common import Connection, connection_options, fail
 from client.errors import EXIT_PARTIAL, EXIT_USAGE
 from client.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_INPUT_CHECK,
     DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
-    DEFAULT_RETRIES,
-    DEFAULT_SERVER,
-    DEFAULT_SIGNATURE,
-    DEFAULT_TIMEOUT,
     InputCheckOption,
     JsonOption,
-    LabelOption,
     MinConfidenceOption,
-    ModelOption,
     PreprocessOption,
-    RetriesOption,
-    ServerOption,
-    SignatureOption,
-    TimeoutOption,
-    VersionOption,
 )
 
 
+@connection_options(signature=True)
 def predict(
     images: Annotated[
         list[Path],
         typer.Argument(exists=True, dir_okay=False, help="Image files (PNG, JPEG, BMP, ...)."),
     ],
-    server: ServerOption = DEFAULT_SERVER,
-    model: ModelOption = DEFAULT_MODEL,
-    version: VersionOption = None,
-    label: LabelOption = None,
-    signature: SignatureOption = DEFAULT_SIGNATURE,
+    connection: Connection,
     preprocess: PreprocessOption = DEFAULT_PREPROCESS,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed per image.")] = 3,
     min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
     input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    retries: RetriesOption = DEFAULT_RETRIES,
     json_output: JsonOption = False,
 ) -> None:
     """Classify IMAGE files (64 per request) and print file, class, confidence and top-k.
@@ -63,14 +46,12 @@ def predict(
     """
     from client.scoring import score_files
 
-    spec = model_spec(model, version, label, signature)
-    transport = open_transport(server, timeout=timeout, retries=retries)
-    with transport, server_errors(server, spec):
+    with connection.open() as transport, connection.errors():
         try:
             results = list(
                 score_files(
                     transport,
-                    spec,
+                    connection.model,
                     images,
                     root=Path.cwd(),
                     batch_size=min(max(1, len(images)), DEFAULT_BATCH_SIZE),
@@ -78,7 +59,7 @@ def predict(
                     preprocess=preprocess,
                     top_k=top_k,
                     progress=False,
-                    timeout=timeout,
+                    timeout=connection.timeout,
                     input_check=input_check,
                     min_confidence=min_confidence,
                 )

@@ -6,31 +6,12 @@ import json
 
 import typer
 
-from client.commands.common import model_spec, model_versions, open_transport, server_errors
-from client.options import (
-    DEFAULT_MODEL,
-    DEFAULT_RETRIES,
-    DEFAULT_SERVER,
-    DEFAULT_TIMEOUT,
-    JsonOption,
-    LabelOption,
-    ModelOption,
-    RetriesOption,
-    ServerOption,
-    TimeoutOption,
-    VersionOption,
-)
+from client.commands.common import Connection, connection_options, model_versions
+from client.options import JsonOption
 
 
-def status(
-    server: ServerOption = DEFAULT_SERVER,
-    model: ModelOption = DEFAULT_MODEL,
-    version: VersionOption = None,
-    label: LabelOption = None,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    retries: RetriesOption = DEFAULT_RETRIES,
-    json_output: JsonOption = False,
-) -> None:
+@connection_options()
+def status(connection: Connection, json_output: JsonOption = False) -> None:
     """Show each version of the model and its state (LOADING, AVAILABLE, END, ...).
 
     Exit code 0 when the server answered, 1 when it could not be reached or does not know the
@@ -38,9 +19,8 @@ def status(
 
     Example: python -m client status --server http://localhost:8501
     """
-    spec = model_spec(model, version, label, "serving_default")
-    transport = open_transport(server, timeout=timeout, retries=retries)
-    with transport, server_errors(server, spec):
+    spec = connection.model
+    with connection.open() as transport, connection.errors():
         versions = model_versions(transport, spec)
     if json_output:
         rows = [
@@ -58,7 +38,7 @@ def status(
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"{spec.name} on {server}"))
+    table = Table(title=escape(f"{spec.name} on {connection.server}"))
     table.add_column("version", justify="right")
     table.add_column("state")
     table.add_column("status")

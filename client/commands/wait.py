@@ -8,29 +8,19 @@ from typing import Annotated
 import typer
 
 from client.commands.common import (
+    Connection,
+    connection_options,
     describe,
     explain,
     fail,
-    model_spec,
     model_versions,
-    open_transport,
 )
 from client.errors import EXIT_ERROR, ClientError
-from client.options import (
-    DEFAULT_MODEL,
-    DEFAULT_SERVER,
-    LabelOption,
-    ModelOption,
-    ServerOption,
-    VersionOption,
-)
 
 
+@connection_options(requests=False)
 def wait(
-    server: ServerOption = DEFAULT_SERVER,
-    model: ModelOption = DEFAULT_MODEL,
-    version: VersionOption = None,
-    label: LabelOption = None,
+    connection: Connection,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="Give up after this many seconds.")
     ] = 60.0,
@@ -45,11 +35,11 @@ def wait(
 
     Example: python -m client wait --server http://localhost:8501 --timeout 120
     """
-    spec = model_spec(model, version, label, "serving_default")
+    spec, server = connection.model, connection.server
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     # Retries are this loop's job: a transport that also retried would overshoot the deadline.
-    with open_transport(server, timeout=max(1.0, min(timeout, 10.0)), retries=0) as transport:
+    with connection.open(timeout=max(1.0, min(timeout, 10.0)), retries=0) as transport:
         while True:
             remaining = deadline - time.monotonic()
             try:

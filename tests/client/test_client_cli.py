@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.outputs import PredictionWriter, read_rows
+from common.contract import IMAGES_INPUT, PROBABILITIES, SERVING_DEFAULT
 
 __all__ = ["fake", "fake_server_instance", "transport_kind"]  # fixtures used by name
 
@@ -199,10 +200,10 @@ def test_status_and_metadata(fake, transport_kind):
     }  # fmt: skip
     assert "AVAILABLE" in run("status", "-s", fake.url(transport_kind)).stdout
     metadata = run("metadata", "-s", fake.url(transport_kind), "--json")
-    signature = json.loads(metadata.stdout)["signatures"]["serving_default"]
-    assert signature["inputs"]["images"]["shape"] == [-1, 28, 28, 1]
+    signature = json.loads(metadata.stdout)["signatures"][SERVING_DEFAULT]
+    assert signature["inputs"][IMAGES_INPUT]["shape"] == [-1, 28, 28, 1]
     table = run("metadata", "-s", fake.url(transport_kind)).stdout
-    assert "images" in table and "[?, 28, 28, 1]" in table and "probabilities" in table
+    assert IMAGES_INPUT in table and "[?, 28, 28, 1]" in table and PROBABILITIES in table
 
 
 def test_wait_returns_once_available(fake, transport_kind):

@@ -12,6 +12,7 @@ import pytest
 from client_fixtures import load_mnist_test, make_bad_files, save_png
 
 from client.outputs import read_rows
+from common import contract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -48,9 +49,10 @@ def in_process(published_model, mnist_pngs) -> dict[str, tuple[int, np.ndarray]]
     paths = sorted(pixels)
     batch = np.stack([pixels[path] for path in paths])[..., None]
     loaded = tf.saved_model.load(str(published_model.version_dir(1)))
-    outputs = loaded.signatures["serving_default"](images=tf.constant(batch, dtype=tf.uint8))
-    class_ids = outputs["class_ids"].numpy()
-    probabilities = outputs["probabilities"].numpy()
+    signature = loaded.signatures[contract.SERVING_DEFAULT]
+    outputs = signature(**{contract.IMAGES_INPUT: tf.constant(batch, dtype=tf.uint8)})
+    class_ids = outputs[contract.CLASS_IDS].numpy()
+    probabilities = outputs[contract.PROBABILITIES].numpy()
     return {path: (int(class_ids[i]), probabilities[i]) for i, path in enumerate(paths)}
 
 
@@ -108,13 +110,13 @@ def test_status_metadata_wait_and_predict_against_the_real_server(served_model, 
     by_grpc = json.loads(client_cli("metadata", "--server", grpc_server, "--json").stdout)
     by_rest = json.loads(client_cli("metadata", "--server", rest_server, "--json").stdout)
     assert by_grpc == by_rest
-    signature = by_grpc["signatures"]["serving_default"]
-    assert signature["inputs"]["images"] == {
-        "name": "images",
-        "dtype": "uint8",
+    signature = by_grpc["signatures"][contract.SERVING_DEFAULT]
+    assert signature["inputs"][contract.IMAGES_INPUT] == {
+        "name": contract.IMAGES_INPUT,
+        "dtype": contract.IMAGES_DTYPE,
         "shape": [-1, 28, 28, 1],
     }
-    assert set(signature["outputs"]) == {"probabilities", "class_ids", "classes"}
+    assert set(signature["outputs"]) == set(contract.OUTPUT_DTYPES)
 
     root, _ = mnist_pngs
     files = sorted(root.glob("7/*.png"))[:3]

@@ -24,9 +24,12 @@ from client_fixtures import fake, fake_class, fake_server_instance, save_png
 from typer.testing import CliRunner
 
 from client.cli import app
+from client.evaluation.metrics import compute_metrics
+from client.evaluation.report import build_report
+from client.evaluation.sections import report_document
+from client.evaluation.writers import to_markdown
 from client.names import escape_name, name_bytes, name_order, unescape_name
 from client.outputs import PredictionWriter, read_rows
-from client.report import render_markdown
 from client.scoring import ScoredImage
 
 __all__ = ["fake", "fake_server_instance"]  # fixtures used by name
@@ -264,25 +267,12 @@ def markdown_text(text: str) -> str:
 
 
 def test_markdown_cells_keep_runs_of_spaces_but_no_line_breaks():
-    report = {
-        "model_name": "m",
-        "model_version": 1,
-        "created_at": "now",
-        "accuracy": None,
-        "n_images": 1,
-        "n_scored": 0,
-        "n_failed": 1,
-        "macro_avg": {"f1": None},
-        "mean_confidence": None,
-        "latency_ms": {"p50": None},
-        "images_per_second": None,
-        "per_class": [],
-        "class_names": [],
-        "confusion_matrix": [],
-        "most_confident_mistakes": [],
-        "failed": [{"path": "two  spaces.png", "error": "one\ntwo\rthree"}],
-    }
-    markdown = render_markdown(report)
+    metrics = compute_metrics([], [], [], [], n_classes=1)
+    report = build_report(
+        metrics, class_names=["a"], model_name="m", model_version=1, n_images=1,
+        failed=[("two  spaces.png", "one\ntwo\rthree")],
+    )  # fmt: skip
+    markdown = to_markdown(report_document(report, b"", b"", ""))
     assert "| two  spaces.png | one two three |" in markdown
 
 

@@ -12,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli import app
-from client.commands import status as status_command
-from client.commands import wait as wait_command
+from client.commands import common
 from client.errors import ClientError
 from client.types import ModelMetadata, ModelSpec, VersionStatus
 
@@ -52,8 +51,7 @@ class LabelBlindTransport:
 @pytest.fixture
 def transport(monkeypatch) -> LabelBlindTransport:
     fake = LabelBlindTransport({"stable": 2, "canary": 1}, {2: "AVAILABLE", 1: "LOADING"})
-    for module in (status_command, wait_command):
-        monkeypatch.setattr(module, "open_transport", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(common, "open_transport", lambda *args, **kwargs: fake)
     return fake
 
 

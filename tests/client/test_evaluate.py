@@ -16,11 +16,13 @@ from client_fixtures import png_header_only
 from PIL import Image
 from typer.testing import CliRunner
 
-import client.commands.evaluate as evaluate_module
-from client.commands.evaluate import EXIT_BELOW_MIN_ACCURACY, evaluate, map_class_folders
+import client.commands.common as common_module
+from client.commands.evaluate import EXIT_BELOW_MIN_ACCURACY, evaluate
 from client.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from client.evaluation.folders import map_class_folders
 from client.transport.base import Transport
 from client.types import ModelMetadata, PredictResult, SignatureInfo, TensorInfo
+from common.contract import CLASS_IDS, CLASSES, IMAGES_INPUT, PROBABILITIES, SERVING_DEFAULT
 
 NAMES = ["dark", "medium", "light"]
 LEVELS = {0: 20, 1: 120, 2: 220}  # the gray level the fake model maps to each class
@@ -36,24 +38,24 @@ class BrightnessModel(Transport):
 
     def metadata(self, model) -> ModelMetadata:
         signature = SignatureInfo(
-            "serving_default",
-            inputs={"images": TensorInfo("images", "uint8", (-1, 8, 8, 1))},
+            SERVING_DEFAULT,
+            inputs={IMAGES_INPUT: TensorInfo(IMAGES_INPUT, "uint8", (-1, 8, 8, 1))},
             outputs={
-                "probabilities": TensorInfo("probabilities", "float32", (-1, 3)),
-                "class_ids": TensorInfo("class_ids", "int64", (-1,)),
-                "classes": TensorInfo("classes", "object", (-1,)),
+                PROBABILITIES: TensorInfo(PROBABILITIES, "float32", (-1, 3)),
+                CLASS_IDS: TensorInfo(CLASS_IDS, "int64", (-1,)),
+                CLASSES: TensorInfo(CLASSES, "object", (-1,)),
             },
         )
-        return ModelMetadata("brightness", 7, {"serving_default": signature})
+        return ModelMetadata("brightness", 7, {SERVING_DEFAULT: signature})
 
     def predict(self, model, inputs, *, timeout=None) -> PredictResult:
-        images = inputs["images"]
+        images = inputs[IMAGES_INPUT]
         self.batches.append(len(images))
         class_ids = np.minimum(images.reshape(len(images), -1).mean(axis=1) // 80, 2).astype(int)
         probabilities = np.full((len(images), 3), 0.05, np.float32)
         probabilities[np.arange(len(images)), class_ids] = 0.9
         classes = np.array([NAMES[k].encode() for k in class_ids], dtype=object)
-        outputs = {"probabilities": probabilities, "class_ids": class_ids, "classes": classes}
+        outputs = {PROBABILITIES: probabilities, CLASS_IDS: class_ids, CLASSES: classes}
         return PredictResult(outputs, "brightness", 7, latency_ms=2.0)
 
     def close(self) -> None:
@@ -75,7 +77,7 @@ def make_folder(root: Path, folder_names: list[str], per_class: int = 4) -> Path
 @pytest.fixture
 def fake_model(monkeypatch) -> BrightnessModel:
     model = BrightnessModel()
-    monkeypatch.setattr(evaluate_module, "open_transport", lambda *args, **kwargs: model)
+    monkeypatch.setattr(common_module, "open_transport", lambda *args, **kwargs: model)
     return model
 
 

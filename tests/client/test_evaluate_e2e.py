@@ -21,6 +21,7 @@ from client_fixtures import load_mnist_test, render_dark_on_light
 from PIL import Image
 
 from client.preprocess import load_image
+from common import contract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,11 +45,13 @@ def saved_model_predict(published_model):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(published_model.version_dir(1)))
-    signature = loaded.signatures["serving_default"]
+    signature = loaded.signatures[contract.SERVING_DEFAULT]
 
     def predict(images: np.ndarray) -> np.ndarray:
         outputs = [
-            signature(images=tf.constant(images[start : start + 500]))["class_ids"].numpy()
+            signature(**{contract.IMAGES_INPUT: tf.constant(images[start : start + 500])})[
+                contract.CLASS_IDS
+            ].numpy()
             for start in range(0, len(images), 500)
         ]
         return np.concatenate(outputs).astype(np.int64)

@@ -1,8 +1,10 @@
-"""client.report: metrics against hand-computed values, and the five report files."""
+"""client.evaluation: metrics against hand-computed values, the typed report, its sections in
+both writers, and the five report files."""
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -13,16 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.report import (
-    REPORT_FILES,
-    build_report,
+from client.evaluation import REPORT_FILES
+from client.evaluation.files import write_report
+from client.evaluation.metrics import (
     compute_metrics,
     confusion_matrix,
     latency_percentiles,
     most_confident_mistakes,
     per_class_metrics,
-    write_report,
 )
+from client.evaluation.report import Report, build_report
 
 # Three classes, eight images; worked out by hand below.
 TRUE = [0, 0, 0, 1, 1, 2, 2, 2]
@@ -56,19 +58,19 @@ def test_compute_metrics() -> None:
     metrics = compute_metrics(
         TRUE, PREDICTED, CONFIDENCE, latencies, n_classes=4, elapsed_seconds=2.0
     )
-    assert metrics["accuracy"] == 5 / 8
-    assert metrics["n_scored"] == 8 and metrics["n_correct"] == 5
-    assert metrics["images_per_second"] == 4.0
-    assert len(metrics["confusion_matrix"]) == 4  # class 3 has no images but keeps its row
-    assert metrics["per_class"]["support"] == [3, 2, 3, 0]
+    assert metrics.accuracy == 5 / 8
+    assert metrics.n_scored == 8 and metrics.n_correct == 5
+    assert metrics.images_per_second == 4.0
+    assert len(metrics.confusion_matrix) == 4  # class 3 has no images but keeps its row
+    assert metrics.per_class.support == [3, 2, 3, 0]
     # The macro average skips class 3 (no images); the weighted one weighs by support.
-    assert metrics["macro_avg"]["recall"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
-    assert metrics["weighted_avg"]["recall"] == pytest.approx(5 / 8)
-    assert metrics["mean_confidence"] == pytest.approx(np.mean(CONFIDENCE))
-    latency = metrics["latency_ms"]
-    assert latency["p50"] == 10.0 and latency["max"] == 100.0
-    assert latency["p95"] == pytest.approx(np.percentile(latencies, 95), abs=1e-3)
-    assert 50.0 < latency["p99"] <= 100.0
+    assert metrics.macro_avg.recall == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    assert metrics.weighted_avg.recall == pytest.approx(5 / 8)
+    assert metrics.mean_confidence == pytest.approx(np.mean(CONFIDENCE))
+    latency = metrics.latency_ms
+    assert latency.p50 == 10.0 and latency.max == 100.0
+    assert latency.p95 == pytest.approx(np.percentile(latencies, 95), abs=1e-3)
+    assert 50.0 < latency.p99 <= 100.0
 
 
 def test_compute_metrics_rejects_inconsistent_input() -> None:
@@ -82,8 +84,8 @@ def test_compute_metrics_rejects_inconsistent_input() -> None:
 
 def test_empty_runs_have_no_accuracy_instead_of_dividing_by_zero() -> None:
     metrics = compute_metrics([], [], [], [], n_classes=2, elapsed_seconds=0.0)
-    assert metrics["accuracy"] is None and metrics["images_per_second"] is None
-    assert latency_percentiles([])["p50"] is None
+    assert metrics.accuracy is None and metrics.images_per_second is None
+    assert latency_percentiles([]).p50 is None
 
 
 def test_most_confident_mistakes_are_sorted_and_stable() -> None:
@@ -96,7 +98,7 @@ def test_most_confident_mistakes_are_sorted_and_stable() -> None:
     assert most_confident_mistakes(paths, TRUE, TRUE, CONFIDENCE) == []
 
 
-def make_report(tmp_path: Path, names=("zero", "one", "two")) -> tuple[dict, dict[str, Path]]:
+def make_report(tmp_path: Path, names=("zero", "one", "two")) -> tuple[Report, dict[str, Path]]:
     metrics = compute_metrics(
         TRUE, PREDICTED, CONFIDENCE, [5.0] * 8, n_classes=3, elapsed_seconds=1.0
     )
@@ -220,19 +222,73 @@ def test_dollar_signs_in_names_and_paths_are_text_not_mathtext(tmp_path: Path) -
 
 
 def test_mistakes_grid_names_files_with_their_class_folder(tmp_path: Path, monkeypatch) -> None:
-    from client import report as report_module
+    from client.evaluation import files, pictures
 
     seen = {}
-    original = report_module.render_image_grid
+    original = files.image_grid_png
 
     def capture(images, captions, **kwargs):
         seen["captions"] = list(captions)
         return original(images, captions, **kwargs)
 
-    monkeypatch.setattr(report_module, "render_image_grid", capture)
+    monkeypatch.setattr(files, "image_grid_png", capture)
     make_report(tmp_path)
     first_lines = [caption.splitlines()[0] for caption in seen["captions"]]
     assert "2/h.png" in first_lines  # not "h.png": the class folder tells 2/h from 0/h
     assert all("/" in line for line in first_lines)
-    long = report_module._shorten_left("scans/batch-2026-01/7/a-very-long-name.png", 24)
+    long = pictures.shorten_left("scans/batch-2026-01/7/a-very-long-name.png", 24)
     assert long.endswith("7/a-very-long-name.png") and len(long) == 24
+
+
+def test_every_section_is_rendered_by_both_writers_from_the_one_model(tmp_path: Path) -> None:
+    from client.evaluation.sections import Paragraph, Picture, Table, report_document
+    from client.evaluation.writers import md, to_html, to_markdown
+
+    report, _ = make_report(tmp_path)
+    document = report_document(report, b"matrix-png", b"grid-png", "what the model saw")
+    titles = [section.title for section in document.sections]
+    assert titles == [None, "Per class", "Confusion matrix", "Most confident mistakes",
+                      "Failed files"]  # fmt: skip
+    markdown, page = to_markdown(document), to_html(document)
+    assert markdown.startswith(f"# {md(document.title)}\n")
+    assert f"<h1>{document.title}</h1>" in page
+    for section in document.sections:
+        if section.title:
+            assert f"\n## {section.title}\n" in markdown and f"<h2>{section.title}</h2>" in page
+        for block in section.blocks:
+            if isinstance(block, Paragraph):
+                assert md(block.text) in markdown
+                assert f"<p>{html.escape(block.text)}</p>" in page
+            elif isinstance(block, Picture):
+                assert f"![{block.alt}]({block.file_name})" in markdown
+                assert base64.b64encode(block.png).decode() in page
+            else:
+                assert isinstance(block, Table)
+                for row in (block.columns, *block.rows):
+                    for cell in row:
+                        assert md(cell) in markdown and html.escape(cell) in page, cell
+    # The summary's created-at and the mistakes' caption are in both, not in one only.
+    for text in ("Created 2026-01-02T03:04:05Z.", "Images shown: what the model saw."):
+        assert text in markdown and text in page
+
+
+def test_the_writers_render_alignment_row_headers_and_the_diagonal() -> None:
+    from client.evaluation.sections import Document, Section, Table
+    from client.evaluation.writers import to_html, to_markdown
+
+    table = Table(("true \\ predicted", "a", "b"), (("a", "3", "1"), ("b", "0", "2")),
+                  (False, True, True), row_headers=True, diagonal=True)  # fmt: skip
+    document = Document("T", (Section("Matrix", (table,)),))
+    markdown = to_markdown(document)
+    assert "| --- | ---: | ---: |" in markdown and "| **a** | 3 | 1 |" in markdown
+    page = to_html(document)
+    assert '<tr><th>a</th><td class="number diagonal">3</td><td class="number">1</td></tr>' in page
+    assert '<tr><th>b</th><td class="number">0</td><td class="number diagonal">2</td></tr>' in page
+
+
+def test_report_json_is_the_typed_report(tmp_path: Path) -> None:
+    report, written = make_report(tmp_path)
+    assert json.loads(written["report.json"].read_text()) == json.loads(
+        json.dumps(report.to_json())
+    )
+    assert report.per_class[2].class_name == "two" and report.failed[0].error == "empty file"
