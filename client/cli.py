@@ -14,6 +14,7 @@ from client.commands.predict import predict
 from client.commands.score import score
 from client.commands.status import status
 from client.commands.wait import wait
+from client.rollout.cli import app as rollout
 from common.cli import OneLineErrors
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("score")(score)
 
 app.command("evaluate")(evaluate)
 # Command groups (one module each, typer's add_typer) are registered after the commands.
+app.add_typer(rollout, name="rollout")
 
 
 def main() -> None:
