@@ -10,7 +10,8 @@ import platform
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,24 @@ BEST_CHECKPOINT = "best.keras"
 CSV_LOG = "training_log.csv"
 TENSORBOARD_DIR = "tensorboard"
 METRICS_FILE = "metrics.json"
+# Validation and test batches: no gradients, so their size changes only the speed (one call per
+# 1,024 images instead of per 64).
+EVALUATION_BATCH_SIZE = 1024
+# --preset NAME: settings per model, applied to the options a user did not give. The networks
+# stay what --model names. Measured by benchmarks/train_speed.py (docs/trainer.md, Benchmarks).
+PRESETS: dict[str, dict[str, dict]] = {
+    "fast": {
+        # Larger batches, a higher rate annealed to zero: fewer, cheaper steps to 0.98.
+        "mlp": {"batch_size": 256, "learning_rate": 3e-3, "schedule": "cosine", "epochs": 6},
+        "cnn": {
+            "batch_size": 128,
+            "learning_rate": 2e-3,
+            "schedule": "cosine",
+            "epochs": 12,
+            "augment": "light",
+        },
+    },
+}
 
 
 class RunError(Exception):
@@ -63,6 +82,10 @@ class TrainConfig:
     limit: int | None = None
     seed: int | None = None
     mixed_precision: bool = False
+    preset: str | None = None
+    # Batches per call into TensorFlow (Keras' steps_per_execution): the same updates in the
+    # same order, without Keras' Python and a function call around every batch.
+    steps_per_execution: int = 32
     run_dir: Path = Path("runs")
     model_repo: Path | None = None
     model_name: str | None = None
@@ -77,6 +100,7 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.steps_per_execution >= 1, "--steps-per-execution must be at least 1"),
             (0 < self.validation_split < 1, "--validation-split must lie strictly in (0, 1)"),
             (self.learning_rate > 0, "--learning-rate must be positive"),
             (0 < self.decay_rate <= 1, "--decay-rate must lie in (0, 1]"),
@@ -130,6 +154,20 @@ class RunResult:
     pruned: list[int] = field(default_factory=list)
 
 
+def apply_preset(config: TrainConfig, explicit: set[str] | frozenset = frozenset()) -> TrainConfig:
+    """`config` with its preset's settings for `config.model`, except the fields in `explicit`
+    (the options the user gave, which win)."""
+    if config.preset is None:
+        return config
+    if config.preset not in PRESETS:
+        raise RunError(f"--preset {config.preset!r}: choose one of {', '.join(PRESETS)}")
+    settings = PRESETS[config.preset].get(config.model)
+    if settings is None:
+        models = " or ".join(PRESETS[config.preset])
+        raise RunError(f"--preset {config.preset} is defined for --model {models}")
+    return replace(config, **{key: value for key, value in settings.items() if key not in explicit})
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -156,23 +194,29 @@ def setup_runtime(config: TrainConfig) -> list:
 
 
 def make_pipeline(images, labels, num_classes, batch_size, shuffle, augment, seed):
-    """tf.data: cache the uint8 arrays, shuffle, batch, then cast/one-hot/augment per batch."""
+    """tf.data over the arrays held as two tensors: shuffle indices, gather a batch at once.
+
+    Shuffling indices (8 bytes each) and gathering each batch with one op costs the input
+    pipeline one step per batch instead of one per image (a shuffle buffer of images
+    copies every image through it, and refills all of it at every epoch's start).
+    """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    all_images = tf.constant(images)
+    all_labels = tf.constant(labels)
+    dataset = tf.data.Dataset.range(len(labels))
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     augmenter = _augmenter(augment, seed) if shuffle else None
 
-    def prepare(batch_images, batch_labels):
+    def prepare(indices):
         # Pixels stay 0..255: the model's own Rescaling layer scales them, as in serving.
-        pixels = tf.cast(batch_images, tf.float32)
+        pixels = tf.cast(tf.gather(all_images, indices), tf.float32)
         if augmenter is not None:
             pixels = augmenter(pixels, training=True)
-        return pixels, tf.one_hot(batch_labels, num_classes)
+        return pixels, tf.one_hot(tf.gather(all_labels, indices), num_classes)
 
-    # Map after batching: one vectorised call per batch instead of one per image.
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
@@ -281,18 +325,20 @@ def _tensorboard_callback(log_dir: Path):
     return TensorBoardScalars()
 
 
-def run(config: TrainConfig) -> RunResult:
+def run(config: TrainConfig, callbacks: Sequence = ()) -> RunResult:
     """Train, evaluate, write reports to `config.run_dir`, and publish when a repo is given.
 
-    A run that fails removes the model folders it created and left empty (a failed first
-    training of `models/fashion` must not leave an empty `models/fashion/` behind).
+    `callbacks`: extra Keras callbacks, run after the trainer's own (benchmarks time epochs
+    and measure test accuracy along the way with them). A run that fails removes the model
+    folders it created and left empty (a failed first training of `models/fashion` must not
+    leave an empty `models/fashion/` behind).
     """
     config.validate()
     created: list[Path] = []
     if config.model_repo is not None:
         created = _check_writable(Path(config.model_repo) / config.model_name)
     try:
-        return _run(config)
+        return _run(config, callbacks)
     except BaseException:
         for folder in created:  # deepest first
             with contextlib.suppress(OSError):
@@ -300,7 +346,7 @@ def run(config: TrainConfig) -> RunResult:
         raise
 
 
-def _run(config: TrainConfig) -> RunResult:
+def _run(config: TrainConfig, extra_callbacks: Sequence) -> RunResult:
     started = time.monotonic()
     dataset = data_module.load_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
@@ -349,7 +395,7 @@ def _run(config: TrainConfig) -> RunResult:
     )  # fmt: skip
     validation_data = make_pipeline(
         dataset.train_images[validation_index], dataset.train_labels[validation_index],
-        dataset.num_classes, config.batch_size, shuffle=False, augment="none", seed=None,
+        dataset.num_classes, EVALUATION_BATCH_SIZE, shuffle=False, augment="none", seed=None,
     )  # fmt: skip
     reports.save_samples(run_dir / "samples.png", train_images, train_labels, dataset.class_names)
 
@@ -369,6 +415,7 @@ def _run(config: TrainConfig) -> RunResult:
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             # XLA makes these small models 1.5-4x slower on CPU; on GPUs it usually helps.
             jit_compile="auto" if gpus else False,
+            steps_per_execution=config.steps_per_execution,
         )
     say(
         f"model: {config.model}, {model.count_params():,} parameters; training on "
@@ -391,6 +438,7 @@ def _run(config: TrainConfig) -> RunResult:
                 monitor="val_accuracy", mode="max", patience=config.early_stopping
             )
         )
+    callbacks += extra_callbacks
     fit_started = time.monotonic()
     history = model.fit(
         train_data, validation_data=validation_data, epochs=config.epochs,
@@ -403,7 +451,7 @@ def _run(config: TrainConfig) -> RunResult:
     model.load_weights(checkpoint)
 
     test_data = make_pipeline(
-        dataset.test_images, dataset.test_labels, dataset.num_classes, config.batch_size,
+        dataset.test_images, dataset.test_labels, dataset.num_classes, EVALUATION_BATCH_SIZE,
         shuffle=False, augment="none", seed=None,
     )  # fmt: skip
     test_loss, test_accuracy = model.evaluate(test_data, verbose=0)

@@ -1,0 +1,273 @@
+"""Training speed against the tutorial's recipe as written, measured side by side in one run.
+
+Figures (issue 9), each against a baseline taken in the same process, in interleaved rounds:
+
+- seconds per epoch of the trainer's defaults (`python -m trainer train --model mlp`, run
+  in-process through `trainer.training.run`, the code the CLI calls) against the tutorial's
+  recipe: numpy arrays scaled to float, one-hot labels, the tutorial's Sequential network,
+  Adam(1e-3), `model.fit(x, y, batch_size=64, validation_split=0.2,
+  callbacks=[ModelCheckpoint(save_best_only=True, monitor="val_accuracy")])`. The median of
+  epochs 2.. of each round (epoch 1 also traces the graphs);
+- `--preset fast` on 3 seeds: training seconds of the whole run, and its test accuracy on
+  every seed, against the tutorial's training seconds until its test accuracy first reaches
+  0.98 (measured after every epoch; the measuring is not counted);
+- `--model cnn --preset fast`: test accuracy after every epoch against training seconds (the
+  curve), and the seconds to 0.99 and to 0.995.
+
+    .venv/bin/python benchmarks/train_speed.py                # everything (~15 min on 2 cores)
+    .venv/bin/python benchmarks/train_speed.py --quick        # one round, no cnn (~3 min)
+    .venv/bin/python benchmarks/train_speed.py --only epoch --rounds 5
+
+Prints a Markdown table and writes benchmarks/results/train_speed.json (benchmarks/harness.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import harness
+
+PARTS = ("epoch", "fast", "cnn")
+
+
+class EpochClock:
+    """A Keras callback (built lazily: Keras imports late) that times every epoch.
+
+    With `test` (images, labels, scale), it also measures test accuracy after every epoch,
+    outside the clock, and stops training once `stop_at` is reached.
+    """
+
+    def __new__(cls, test=None, stop_at: float | None = None):
+        import keras
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.epoch_seconds: list[float] = []
+                self.curve: list[tuple[float, float]] = []  # (training seconds, test accuracy)
+                self.measuring = 0.0
+                self.started = time.perf_counter()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.perf_counter()
+                self.epoch_seconds.append(now - self.epoch_started)
+                if test is None:
+                    return
+                images, labels = test
+                predicted = self.model.predict(images, batch_size=1000, verbose=0).argmax(axis=1)
+                accuracy = float(np.mean(predicted == labels))
+                self.curve.append((now - self.started - self.measuring, accuracy))
+                self.measuring += time.perf_counter() - now
+                print(f"    epoch {epoch + 1}: {self.curve[-1][0]:.1f} s, test {accuracy:.4f}")
+                if stop_at is not None and accuracy >= stop_at:
+                    self.model.stop_training = True
+
+        return Clock()
+
+
+def mnist():
+    from trainer import data
+
+    return data.load_idx(harness.MNIST_DIR, name="mnist", class_names=data.DIGIT_CLASS_NAMES)
+
+
+def tutorial(dataset, epochs: int, seed: int | None, workdir: Path, clock) -> None:
+    """The tutorial's code path, as written (keras.datasets' arrays come from the IDX files)."""
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    x_train = dataset.train_images.reshape(-1, 28, 28).astype("float32") / 255.0
+    y_train = keras.utils.to_categorical(dataset.train_labels, 10)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(workdir / "tutorial.keras"), monitor="val_accuracy", save_best_only=True
+    )
+    model.fit(
+        x_train, y_train, batch_size=64, epochs=epochs, validation_split=0.2,
+        callbacks=[checkpoint, clock], verbose=0,
+    )  # fmt: skip
+    keras.backend.clear_session()
+
+
+def trainer(workdir: Path, clock, **options) -> dict:
+    """`python -m trainer train` in this process: the same TrainConfig and run() the CLI uses."""
+    import keras
+
+    from trainer.training import TrainConfig, apply_preset, run
+
+    config = TrainConfig(
+        dataset="mnist", data_dir=harness.MNIST_DIR, run_dir=workdir / "run", progress="lines",
+        **options,
+    )  # fmt: skip
+    config = apply_preset(config, explicit=set(options) - {"preset"})
+    metrics = run(config, callbacks=[clock]).metrics
+    keras.backend.clear_session()
+    return metrics
+
+
+def later_epochs(clock) -> float:
+    return statistics.median(clock.epoch_seconds[1:] or clock.epoch_seconds)
+
+
+def epoch_figures(report, dataset, args, workdir: Path) -> None:
+    def tutorial_round(_: int) -> float:
+        clock = EpochClock()
+        tutorial(dataset, args.epochs, None, workdir, clock)
+        return later_epochs(clock)
+
+    def trainer_round(_: int, **options) -> float:
+        clock = EpochClock()
+        trainer(workdir, clock, epochs=args.epochs, **options)
+        return later_epochs(clock)
+
+    measurements = {"tutorial": tutorial_round, "trainer": trainer_round}
+    if not args.quick:
+        # What batching the calls into TensorFlow buys, in the same rounds.
+        measurements["trainer_spe1"] = lambda r: trainer_round(r, steps_per_execution=1)
+    rounds = harness.interleave(args.rounds, measurements)
+    baseline = harness.summary(rounds["tutorial"])
+    report.add(
+        harness.Figure(
+            "trainer defaults (`--model mlp`), seconds per epoch", harness.summary(
+                rounds["trainer"]), baseline, goal="≤ 1.0×", limit=1.0, unit="s",
+        )
+    )  # fmt: skip
+    if "trainer_spe1" in rounds:
+        report.add(
+            harness.Figure(
+                "same, `--steps-per-execution 1` (Keras' default)",
+                harness.summary(rounds["trainer_spe1"]),
+                baseline,
+                unit="s",
+            )
+        )
+    report.details["epoch_rounds"] = rounds
+
+
+def fast_figures(report, dataset, args, workdir: Path) -> None:
+    test = (dataset.test_images.reshape(-1, 28, 28).astype("float32") / 255.0, dataset.test_labels)
+    accuracies: list[float] = []
+
+    def tutorial_round(round_number: int) -> float:
+        clock = EpochClock(test=test, stop_at=0.98)
+        tutorial(dataset, 20, round_number + 1, workdir, clock)
+        reached = [seconds for seconds, accuracy in clock.curve if accuracy >= 0.98]
+        return reached[0] if reached else float("inf")
+
+    def fast_round(round_number: int) -> float:
+        metrics = trainer(workdir, EpochClock(), model="mlp", preset="fast", seed=round_number + 1)
+        accuracies.append(metrics["test_accuracy"])
+        return metrics["train_seconds"]
+
+    rounds = harness.interleave(args.seeds, {"tutorial": tutorial_round, "fast": fast_round})
+    every_seed = all(accuracy >= 0.98 for accuracy in accuracies)
+    figure = report.add(
+        harness.Figure(
+            f"`--preset fast` (mlp), train seconds to test acc ≥ 0.98, {args.seeds} seeds",
+            harness.summary(rounds["fast"]), harness.summary(rounds["tutorial"]),
+            goal="≤ 0.25×, ≥ 0.98 on every seed", limit=0.25, unit="s",
+            note="test acc " + ", ".join(f"{accuracy:.4f}" for accuracy in accuracies),
+        )
+    )  # fmt: skip
+    figure.met = bool(figure.met and every_seed)
+    report.details["fast_rounds"] = {**rounds, "test_accuracy": accuracies}
+
+
+def cnn_figures(report, dataset, args, workdir: Path) -> None:
+    test = (dataset.test_images.astype("float32"), dataset.test_labels)
+    clock = EpochClock(test=test, stop_at=args.cnn_target)
+    options = {"epochs": args.cnn_epochs} if args.cnn_epochs else {}
+    metrics = trainer(workdir, clock, model="cnn", preset="fast", **options)
+    curve = clock.curve
+    for target, limit in ((0.99, 90.0), (0.995, 600.0)):
+        reached = [seconds for seconds, accuracy in curve if accuracy >= target]
+        report.add(
+            harness.Figure(
+                f"`--model cnn --preset fast`, train seconds to test acc {target}",
+                reached[0] if reached else None, goal=f"≤ {limit:.0f} s", limit=limit,
+                unit="s", digits=1, met=bool(reached and reached[0] <= limit),
+                note="" if reached else f"not reached in {len(curve)} epochs",
+            )
+        )  # fmt: skip
+    report.details["cnn"] = {
+        "curve_seconds_test_accuracy": curve,
+        "epochs_run": metrics["epochs_run"],
+        "published_test_accuracy": metrics["test_accuracy"],
+        "train_seconds": metrics["train_seconds"],
+        "training": metrics["training"],
+    }
+    print("cnn curve (train seconds, test accuracy):")
+    print("  " + ", ".join(f"{seconds:.0f} s {accuracy:.4f}" for seconds, accuracy in curve))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of the per-epoch figure.")
+    parser.add_argument("--epochs", type=int, default=3, help="Epochs per per-epoch round.")
+    parser.add_argument("--seeds", type=int, default=3, help="Seeds (rounds) of the fast figure.")
+    parser.add_argument(
+        "--cnn-epochs", type=int, help="Override the cnn preset's epochs (default: the preset's)."
+    )
+    parser.add_argument(
+        "--cnn-target", type=float, default=0.995,
+        help="Stop the cnn once its test accuracy reaches this (its last figure's target).",
+    )  # fmt: skip
+    parser.add_argument("--only", help=f"Comma-separated parts: {', '.join(PARTS)}.")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="One round, one seed, no cnn and no --steps-per-execution 1 row (a smoke run).",
+    )  # fmt: skip
+    args = parser.parse_args()
+    parts = args.only.split(",") if args.only else list(PARTS)
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--only: unknown part {sorted(unknown)[0]!r}; choose from {PARTS}")
+    if args.quick:
+        args.rounds, args.seeds = 1, 1
+        parts = [part for part in parts if part != "cnn"] if not args.only else parts
+
+    from common import quiet
+
+    quiet.import_tensorflow(False)
+    report = harness.Report("train_speed")
+    dataset = mnist()
+    with tempfile.TemporaryDirectory(prefix="train-speed-") as scratch:
+        workdir = Path(scratch)
+        for part in parts:
+            print(f"== {part}", flush=True)
+            {"epoch": epoch_figures, "fast": fast_figures, "cnn": cnn_figures}[part](
+                report, dataset, args, workdir
+            )
+    report.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
