@@ -178,15 +178,16 @@ def score(
     with transport, server_errors(server, spec):
         # Check the server and the signature before touching --out: a failed start must not
         # leave an empty predictions file that the next run would refuse to overwrite.
+        metadata = transport.metadata(spec)  # the run's only metadata call
         try:
-            image_input(transport.metadata(spec), spec.signature)
+            image_input(metadata, spec.signature)
         except ValueError as error:
             fail(str(error), EXIT_USAGE)
         try:
             writer = PredictionWriter(out, resume=resume, overwrite=overwrite)
         except (ValueError, FileExistsError) as error:
             fail(str(error), EXIT_USAGE)
-        todo = [path for path, name in zip(files, names, strict=True) if name not in writer.done]
+        todo = [i for i, name in enumerate(names) if name not in writer.done]
         if writer.kept or writer.dropped_failures:
             print(
                 f"resuming {out}: {writer.kept} rows kept, {writer.dropped_failures} failed rows "
@@ -198,8 +199,10 @@ def score(
             results = score_files(
                 transport,
                 spec,
-                todo,
+                [files[i] for i in todo],
                 root=folder,
+                names=[names[i] for i in todo],
+                metadata=metadata,
                 batch_size=batch_size,
                 concurrency=concurrency,
                 preprocess=preprocess,

@@ -92,12 +92,15 @@ class Transport:
         inputs: dict[str, np.ndarray],
         *,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> PredictResult:
         """Run the model's signature `model.signature` on a batch.
 
         inputs: signature input name -> array whose first dimension is the batch; numeric arrays
             are sent as they are, object arrays of bytes (or str) as string tensors.
         timeout: seconds for this request (default: the transport's timeout).
+        retry: how this request is retried (default: the transport's `retry`); a caller with a
+            retry loop of its own passes RetryPolicy(retries=0), so attempts never multiply.
         Returns the outputs as numpy arrays; string outputs are object arrays of bytes.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement predict")

@@ -189,14 +189,14 @@ class GrpcTransport(Transport):
         if signature:
             proto.signature_name = model.signature
 
-    def _call(self, method, request, timeout: float | None):
+    def _call(self, method, request, timeout: float | None, retry: RetryPolicy | None = None):
         def attempt():
             try:
                 return method(request, timeout=self.timeout if timeout is None else timeout)
             except self._grpc.RpcError as error:
                 raise self._to_client_error(error) from None
 
-        return self.retry.call(attempt)
+        return (retry or self.retry).call(attempt)
 
     def _to_client_error(self, error) -> ClientError:
         code = error.code() if hasattr(error, "code") else None
@@ -207,7 +207,12 @@ class GrpcTransport(Transport):
         return ClientError(details, code_name)
 
     def predict(
-        self, model: ModelSpec, inputs: dict[str, np.ndarray], *, timeout: float | None = None
+        self,
+        model: ModelSpec,
+        inputs: dict[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> PredictResult:
         request = self._pb.predict_pb2.PredictRequest()
         self._model_spec(model, request.model_spec)
@@ -217,7 +222,7 @@ class GrpcTransport(Transport):
             except ValueError as error:
                 raise ClientError(f"input {name!r}: {error}", "INVALID_ARGUMENT") from None
         started = time.perf_counter()
-        reply = self._call(self._prediction.Predict, request, timeout)
+        reply = self._call(self._prediction.Predict, request, timeout, retry)
         latency_ms = (time.perf_counter() - started) * 1000
         outputs = {name: to_numpy(tensor) for name, tensor in reply.outputs.items()}
         version = reply.model_spec.version.value if reply.model_spec.HasField("version") else 0

@@ -82,6 +82,10 @@ def _json_value(array: np.ndarray):
 
 
 def _decode_strings(values) -> np.ndarray:
+    if isinstance(values, list) and all(type(value) is str for value in values):
+        array = np.empty(len(values), dtype=object)  # the common case: one plain string per row
+        array[:] = [value.encode() for value in values]
+        return array
     array = np.asarray(values, dtype=object)
     flat = array.reshape(-1)
     for index, value in enumerate(flat):
@@ -120,6 +124,14 @@ class RestTransport(Transport):
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._session = requests.Session()
+        # The environment (proxies, CA bundle, ~/.netrc) is read once here: with trust_env,
+        # requests looks for ~/.netrc on every request, a file-system search per batch.
+        settings = self._session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self._session.proxies.update(settings["proxies"])
+        self._session.verify = settings["verify"]
+        self._session.cert = settings["cert"]
+        self._session.auth = requests.utils.get_netrc_auth(self.base_url)
+        self._session.trust_env = False
         # Retries are ours (with jitter); urllib3's would double them.
         adapter = HTTPAdapter(
             pool_connections=1, pool_maxsize=max(1, max_connections), max_retries=0
@@ -140,7 +152,14 @@ class RestTransport(Transport):
             path += f"/labels/{quote(model.label, safe='')}"
         return path
 
-    def _request(self, method: str, url: str, body: bytes | None, timeout: float | None) -> dict:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        timeout: float | None,
+        retry: RetryPolicy | None = None,
+    ) -> dict:
         timeout = self.timeout if timeout is None else timeout
 
         def attempt() -> dict:
@@ -173,37 +192,36 @@ class RestTransport(Transport):
                 raise ClientError(f"{url} did not answer with a JSON object", "INTERNAL")
             return payload
 
-        return self.retry.call(attempt)
+        return (retry or self.retry).call(attempt)
 
     def predict(
-        self, model: ModelSpec, inputs: dict[str, np.ndarray], *, timeout: float | None = None
+        self,
+        model: ModelSpec,
+        inputs: dict[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> PredictResult:
         version, output_types = self._model_output_types(model)
         arrays = {name: np.asarray(array) for name, array in inputs.items()}
-        if len(arrays) == 1:
-            (array,) = arrays.values()
-            instances = _json_value(array)
-        else:
-            sizes = {array.shape[0] if array.ndim else None for array in arrays.values()}
-            if len(sizes) != 1 or None in sizes:
-                raise ClientError(
-                    "all inputs must have the same batch size (first dimension)", "INVALID_ARGUMENT"
-                )
-            values = {name: _json_value(array) for name, array in arrays.items()}
-            instances = [
-                {name: value[index] for name, value in values.items()}
-                for index in range(sizes.pop())
-            ]
+        if len({array.shape[0] if array.ndim else None for array in arrays.values()}) != 1:
+            raise ClientError(
+                "all inputs must have the same batch size (first dimension)", "INVALID_ARGUMENT"
+            )
+        # The columnar form: one nested list per input, and one per output in the reply, where
+        # the row form would have the server split the outputs into rows and us join them.
+        values = {name: _json_value(array) for name, array in arrays.items()}
         body = orjson.dumps(
-            {"signature_name": model.signature, "instances": instances},
+            {
+                "signature_name": model.signature,
+                "inputs": next(iter(values.values())) if len(values) == 1 else values,
+            },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
         started = time.perf_counter()
-        payload = self._request("POST", self._model_path(model) + ":predict", body, timeout)
+        payload = self._request("POST", self._model_path(model) + ":predict", body, timeout, retry)
         latency_ms = (time.perf_counter() - started) * 1000
-        if "predictions" not in payload:
-            raise ClientError("the predict reply has no 'predictions'", "INTERNAL")
-        outputs = self._columns(payload["predictions"], output_types)
+        outputs = self._outputs(payload, output_types)
         return PredictResult(
             outputs=outputs,
             model_name=model.name,
@@ -214,25 +232,22 @@ class RestTransport(Transport):
         )
 
     @staticmethod
-    def _columns(predictions: list, output_types: dict[str, str]) -> dict[str, np.ndarray]:
-        """Row-format predictions -> one array per output.
-
-        TF Serving writes one value per row for a single-output signature, else one object per
-        row keyed by output name.
-        """
-        if not isinstance(predictions, list):
-            raise ClientError("the predict reply's 'predictions' is not a list", "INTERNAL")
-        if len(output_types) == 1:
-            columns = {next(iter(output_types)): predictions}
-        elif all(isinstance(row, dict) for row in predictions):
-            names = predictions[0].keys() if predictions else output_types.keys()
-            try:
-                columns = {name: [row[name] for row in predictions] for name in names}
-            except KeyError as error:
-                raise ClientError(f"a prediction lacks output {error}", "INTERNAL") from None
+    def _outputs(payload: dict, output_types: dict[str, str]) -> dict[str, np.ndarray]:
+        """The reply's tensors by output name: `outputs` (columnar, what a columnar request
+        gets), or `predictions` (rows) from a server that answers rows anyway."""
+        if "outputs" in payload:
+            columns = payload["outputs"]
+            if not isinstance(columns, dict) or (len(output_types) == 1 and _is_b64(columns)):
+                if len(output_types) != 1:
+                    raise ClientError(
+                        "cannot match the predict reply to the signature's outputs", "INTERNAL"
+                    )
+                columns = {next(iter(output_types)): columns}
+        elif "predictions" in payload:
+            columns = _rows_to_columns(payload["predictions"], output_types)
         else:
             raise ClientError(
-                "cannot match the predict reply to the signature's outputs", "INTERNAL"
+                "the predict reply has neither 'outputs' nor 'predictions'", "INTERNAL"
             )
         outputs = {}
         for name, values in columns.items():
@@ -294,14 +309,42 @@ class RestTransport(Transport):
             )
             for name, sig in sorted(signature_map.items())
         }
-        return ModelMetadata(
+        metadata = ModelMetadata(
             name=spec.get("name", model.name),
             version=int(spec.get("version") or 0),
             signatures=signatures,
         )
+        if model.signature in signatures:  # predict needs them: no second metadata call
+            outputs = signatures[model.signature].outputs
+            with self._types_lock:
+                self._output_types[model] = (
+                    metadata.version,
+                    {key: info.dtype for key, info in outputs.items()},
+                )
+        return metadata
 
     def close(self) -> None:
         self._session.close()
+
+
+def _is_b64(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _rows_to_columns(predictions, output_types: dict[str, str]) -> dict[str, list]:
+    """Row-format predictions -> one list per output: TF Serving writes one value per row for
+    a single-output signature, else one object per row keyed by output name."""
+    if not isinstance(predictions, list):
+        raise ClientError("the predict reply's 'predictions' is not a list", "INTERNAL")
+    if len(output_types) == 1:
+        return {next(iter(output_types)): predictions}
+    if not all(isinstance(row, dict) for row in predictions):
+        raise ClientError("cannot match the predict reply to the signature's outputs", "INTERNAL")
+    names = predictions[0].keys() if predictions else output_types.keys()
+    try:
+        return {name: [row[name] for row in predictions] for name in names}
+    except KeyError as error:
+        raise ClientError(f"a prediction lacks output {error}", "INTERNAL") from None
 
 
 def _looks_like_strings(values) -> bool:

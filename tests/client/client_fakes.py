@@ -281,9 +281,15 @@ def start_rest(behaviour: Behaviour, port: int) -> ThreadingHTTPServer:
                 if verb != "predict":
                     raise _Refusal("NOT_FOUND", f"unknown verb {verb}")
                 request = json.loads(body)
-                instances = request["instances"]
-                if instances and isinstance(instances[0], dict):
-                    instances = [row["images"] for row in instances]
+                columnar = "inputs" in request  # TF Serving's two request forms
+                if columnar:
+                    instances = request["inputs"]
+                    if isinstance(instances, dict):
+                        instances = instances["images"]
+                else:
+                    instances = request["instances"]
+                    if instances and isinstance(instances[0], dict):
+                        instances = [row["images"] for row in instances]
                 images = np.asarray(instances)
                 if (
                     images.dtype.kind not in "iu"
@@ -298,6 +304,13 @@ def start_rest(behaviour: Behaviour, port: int) -> ThreadingHTTPServer:
             with behaviour.lock:
                 behaviour.batch_sizes.append(len(images))
             outputs = fake_predict(images)
+            if columnar:  # the reply mirrors the request's form
+                columns = {
+                    "probabilities": outputs["probabilities"].tolist(),
+                    "class_ids": outputs["class_ids"].tolist(),
+                    "classes": [name.decode() for name in outputs["classes"]],
+                }
+                return self._reply(200, {"outputs": columns})
             rows = [
                 {
                     "probabilities": outputs["probabilities"][i].tolist(),

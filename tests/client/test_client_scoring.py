@@ -12,7 +12,7 @@ from client_fixtures import (
     transport_kind,
 )
 
-from client import scoring
+from client.scoring import decoding
 from client.preprocess import list_images
 from client.scoring import image_input, parse_shard, score_files, shard_of
 from client.transport import RetryPolicy, connect
@@ -65,12 +65,12 @@ def test_bad_files_get_an_error_and_the_rest_is_scored(fake, transport_kind, tmp
     assert [r.class_id for r in results if r.error is None] == [1, 2, 3]
 
 
-def test_a_rejected_batch_marks_each_of_its_images(fake, transport_kind, tmp_path, monkeypatch):
-    monkeypatch.setattr(scoring, "BATCH_RETRY", RetryPolicy(retries=2, initial_backoff=0.001))
+def test_a_rejected_batch_marks_each_of_its_images(fake, transport_kind, tmp_path):
     make_uniform_folder(tmp_path, [1, 2, 3])
-    with connect(fake.url(transport_kind), retries=0) as transport:
+    with connect(fake.url(transport_kind), retries=2) as transport:
+        transport.retry = RetryPolicy(retries=2, initial_backoff=0.001)
         transport.metadata(ModelSpec())
-        fake.behaviour.unavailable_next = 100  # the batch retry of the scorer gives up too
+        fake.behaviour.unavailable_next = 100
         results = list(
             score_files(
                 transport, ModelSpec(), list_images(tmp_path), root=tmp_path,
@@ -79,7 +79,25 @@ def test_a_rejected_batch_marks_each_of_its_images(fake, transport_kind, tmp_pat
         )  # fmt: skip
     assert len(results) == 3
     assert all(r.error and r.error.startswith("UNAVAILABLE") for r in results)
-    assert fake.behaviour.predict_calls == 3  # first try + two scorer-level retries
+    # The first try and the transport's two retries, counted once: the scorer's retry loop is
+    # the only one (the transport's own is off inside it), so attempts never multiply.
+    assert fake.behaviour.predict_calls == 3
+
+
+def test_one_metadata_call_per_run(fake, transport_kind, tmp_path, monkeypatch):
+    make_uniform_folder(tmp_path, [1, 2, 3])
+    with connect(fake.url(transport_kind)) as transport:
+        metadata = transport.metadata(ModelSpec())
+        calls = []
+        monkeypatch.setattr(transport, "metadata", lambda model: calls.append(model) or metadata)
+        results = list(
+            score_files(
+                transport, ModelSpec(), list_images(tmp_path), root=tmp_path, batch_size=2,
+                preprocess="none", progress=False, metadata=metadata,
+            )
+        )  # fmt: skip
+    assert [r.class_id for r in results] == [1, 2, 3]
+    assert calls == []  # the REST transport learnt the output types from the first call
 
 
 def test_an_unexpected_failure_costs_its_batch_not_the_run(fake, tmp_path, monkeypatch):
@@ -121,7 +139,7 @@ def test_a_broken_decoding_pool_fails_its_batches_without_losing_rows(fake, tmp_
             self.used = True
             return super().submit(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_process_pool", lambda processes: DyingPool(processes))
+    monkeypatch.setattr(decoding, "process_pool", lambda processes: DyingPool(processes))
     make_uniform_folder(tmp_path, [10, 20, 30, 40, 50])
     with connect(fake.grpc_url) as transport:
         results = list(

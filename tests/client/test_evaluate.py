@@ -48,7 +48,7 @@ class BrightnessModel(Transport):
         )
         return ModelMetadata("brightness", 7, {SERVING_DEFAULT: signature})
 
-    def predict(self, model, inputs, *, timeout=None) -> PredictResult:
+    def predict(self, model, inputs, *, timeout=None, retry=None) -> PredictResult:
         images = inputs[IMAGES_INPUT]
         self.batches.append(len(images))
         class_ids = np.minimum(images.reshape(len(images), -1).mean(axis=1) // 80, 2).astype(int)

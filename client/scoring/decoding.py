@@ -1,0 +1,67 @@
+"""Image files to one stacked batch of model input, in threads or in worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def decode_files(
+    paths: list[str], height: int, width: int, channels: int, mode: str, check: bool = False
+) -> tuple[list[int], np.ndarray | None, dict[int, str], dict[int, str]]:
+    """Decode a batch of files for the model.
+
+    Returns the indices of the files that decoded, their pixels stacked [n, H, W, C] uint8 (None
+    when none did), index -> one-line reason for the others, and (with `check`, for
+    single-channel models) index -> why a decoded image does not look like one glyph
+    (client.preprocess.glyph_check). A module-level function taking plain values, so that
+    worker processes can run it too.
+    """
+    from client.preprocess import glyph_checks, load_image
+
+    expected = (height, width, channels)
+    order: list[int] = []
+    images: list[np.ndarray] = []
+    errors: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            image = load_image(path, height=height, width=width, channels=channels, mode=mode)
+        except ValueError as error:  # ImageError is a ValueError with a one-line reason
+            errors[index] = one_line(error)
+        except Exception as error:  # one file must never stop the run
+            errors[index] = one_line(f"{type(error).__name__}: {error}")
+        else:
+            if image.shape == expected:
+                order.append(index)
+                images.append(image)
+            else:
+                errors[index] = f"decoded to shape {image.shape}, the model takes {expected}"
+    stacked = np.stack(images) if images else None
+    notes: dict[int, str] = {}
+    if check and channels == 1 and stacked is not None:
+        notes = {
+            order[row]: note for row, note in enumerate(glyph_checks(stacked)) if note is not None
+        }
+    return order, stacked, errors, notes
+
+
+def process_pool(processes: int):
+    """Worker processes for decoding, started clean (never forked from a process with gRPC
+    threads) and with Ctrl-C left to the parent, which cancels their work."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["client.preprocess"])
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_interrupts)
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def one_line(message: object) -> str:
+    return " ".join(str(message).split()) or "unknown error"
