@@ -223,7 +223,7 @@ class RestApi:
         if verb == "predict":
             resolved = self.dataplane.resolve_for_rest(spec)
             inputs, response_format = restjson.decode_predict(
-                document, resolved[1].inputs, self.max_request_elements
+                document, resolved[1].inputs, self.max_request_elements, body
             )
             started = time.perf_counter()
             result = self.dataplane.predict(spec, inputs, resolved=resolved)

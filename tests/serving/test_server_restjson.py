@@ -19,7 +19,57 @@ INT64 = TensorSpec("n", np.dtype(np.int64), 9, (None,))
 
 
 def decode(body: dict, specs: dict) -> tuple[dict, str]:
-    return restjson.decode_predict(restjson.parse_body(orjson.dumps(body)), specs)
+    """As the server decodes: with the raw body, so numeric lists take the one-call path."""
+    raw = orjson.dumps(body)
+    return restjson.decode_predict(restjson.parse_body(raw), specs, body=raw)
+
+
+def outcome(raw: bytes, specs: dict, with_body: bool):
+    try:
+        inputs, form = restjson.decode_predict(
+            restjson.parse_body(raw), specs, body=raw if with_body else None
+        )
+    except ServingError as error:
+        return "error", error.code, error.message
+    return form, {name: (a.dtype, a.shape, a.tobytes()) for name, a in inputs.items()}
+
+
+UINT8 = TensorSpec("p", np.dtype(np.uint8), 4, (None, 2))
+FLOAT64 = TensorSpec("d", np.dtype(np.float64), 2, (None,))
+
+
+@pytest.mark.parametrize(
+    "raw, specs",
+    [
+        (b'{"inputs": [[0, 255], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[-1, 256], [7, 8]]}', {"p": UINT8}),  # wraps, as TF Serving does
+        (b'{"inputs": [[2147483648, 1], [7, 8]]}', {"p": UINT8}),  # past int32: an error
+        (b'{"inputs": [[1.5, 2], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[1.0, 2], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[1, 2], [7]]}', {"p": UINT8}),
+        (b'{"inputs": [[1, "2"], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[1, {"b64": "AA=="}], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[1, null], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[1, true], [7, 8]]}', {"p": UINT8}),
+        (b'{"inputs": [[], []]}', {"p": UINT8}),
+        (b'{"instances": [[1, 2], [3, 4]]}', {"p": UINT8}),
+        (b'{"instances": [[1, 2], [3]]}', {"p": UINT8}),
+        (b'{"inputs": [16777215, 0.5, -3]}', {"x": FLOATS}),
+        (b'{"inputs": [16777216, 1]}', {"x": FLOATS}),
+        (b'{"inputs": [16777216, 0.5]}', {"x": FLOATS}),  # an integer beside floats
+        (b'{"inputs": [16777216.0, 0.5]}', {"x": FLOATS}),
+        (b'{"inputs": [3.5e38, 1.0]}', {"x": FLOATS}),
+        (b'{"inputs": [NaN, Infinity, -Infinity, 1.0]}', {"x": FLOATS}),
+        (b'{"inputs": [1e300, 2, 0.1]}', {"d": FLOAT64}),
+        (b'{"inputs": [9223372036854775807, -9223372036854775808]}', {"n": INT64}),
+        (b'{"inputs": [9223372036854775808]}', {"n": INT64}),
+        (b'{"inputs": [1, 2.0]}', {"n": INT64}),
+        (b'{"inputs": 7}', {"n": INT64}),
+        (b'{"signature_name": "true", "inputs": [1, 2]}', {"n": INT64}),
+    ],
+)
+def test_the_one_call_numeric_path_decides_as_the_per_value_path(raw, specs):
+    assert outcome(raw, specs, with_body=True) == outcome(raw, specs, with_body=False)
 
 
 def test_row_and_columnar_decode_the_same_tensor():
