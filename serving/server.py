@@ -182,6 +182,15 @@ def _run(options: Options) -> int:
     return exit_code
 
 
+def _event_loop_factory():
+    """uvloop's event loop when it is installed (the `serve` extra pins it), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -> int:
     import asyncio
 
@@ -232,7 +241,9 @@ def _serve_rest(options, dataplane, metrics, prometheus_path, stop, stop_grpc) -
         await task
 
     started = time.monotonic()
-    asyncio.run(serve())
+    # uvicorn only installs config.loop in its own run(); this loop is ours, so make it uvloop.
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(serve())
     if not server.started and not stop.is_set():
         print(
             f"error: cannot listen for REST on port {options.rest_api_port} (in use?)",
