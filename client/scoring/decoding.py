@@ -44,6 +44,47 @@ def decode_files(
     return order, stacked, errors, notes
 
 
+# A file sent as it is to a signature that takes encoded images may be at most this large: a
+# batch is held in memory whole, and TF Serving's REST and gRPC bodies have limits too.
+MAX_ENCODED_BYTES = 16 * 1024 * 1024
+
+
+def read_files(
+    paths: list[str], max_bytes: int = MAX_ENCODED_BYTES
+) -> tuple[list[int], np.ndarray | None, dict[int, str], dict[int, str]]:
+    """Read a batch of files to send as they are (the model decodes them), with the return
+    shape of `decode_files`: the indices read, their bytes as an object array [n], index ->
+    one-line reason for the others, and no glyph notes (there are no pixels to check)."""
+    order: list[int] = []
+    contents: list[bytes] = []
+    errors: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            errors[index] = "file not found"
+        except IsADirectoryError:
+            errors[index] = "is a folder, not a file"
+        except PermissionError:
+            errors[index] = "permission denied"
+        except OSError as error:
+            errors[index] = one_line(f"cannot read file ({error.strerror or error})")
+        else:
+            if not data:
+                errors[index] = "empty file"
+            elif len(data) > max_bytes:
+                errors[index] = f"file too large to send (over {max_bytes // 2**20} MiB)"
+            else:
+                order.append(index)
+                contents.append(data)
+    if not contents:
+        return order, None, errors, {}
+    stacked = np.empty(len(contents), dtype=object)
+    stacked[:] = contents
+    return order, stacked, errors, {}
+
+
 def process_pool(processes: int):
     """Worker processes for decoding, started clean (never forked from a process with gRPC
     threads) and with Ctrl-C left to the parent, which cancels their work."""

@@ -18,7 +18,7 @@ import numpy as np
 from client.errors import ClientError
 from client.preprocess import PREPROCESS_MODES
 from client.scoring import decoding
-from client.scoring.decoding import decode_files, one_line
+from client.scoring.decoding import decode_files, one_line, read_files
 from client.scoring.progress import ProgressBar
 from client.scoring.results import (
     DEFAULT_MIN_CONFIDENCE,
@@ -74,6 +74,10 @@ def score_files(
     busy (a restart), after the transport's retry count; 0: that count only. A batch is sent
     at most 1 + the count times within that, never the count times a second count.
 
+    A signature that takes encoded images (string [-1], like serving_bytes) gets the files as
+    they are: no decoding, preprocessing or input check here; a batch the server refuses as
+    INVALID_ARGUMENT (one file it cannot decode) is halved until that file is alone.
+
     The model's metadata is read before this returns, so a missing model or signature raises
     ClientError or ValueError here; afterwards, failures become results with `error` set: a file
     that cannot be decoded, or a batch the server rejected even after retries.
@@ -99,6 +103,13 @@ def score_files(
     if metadata is None:
         metadata = transport.metadata(model)
     spec = image_input(metadata, model.signature)
+    if spec.encoded and preprocess == "mnist":
+        raise ValueError(
+            f"signature {model.signature!r} takes encoded images, which the model decodes and "
+            "resizes itself: --preprocess mnist needs a signature that takes pixels"
+        )
+    if spec.encoded:
+        input_check = "off"  # no pixels on this side to check
     if decode_workers is None:
         decode_workers = max(1, min(4, _cpu_count()))
     # Plain strings, converted once here: pathlib work per file in the worker threads competes
@@ -174,15 +185,18 @@ class _Scorer:
             paths, names = batches[submitted]
             submitted += 1
             try:
-                decoded = decode_pool.submit(
-                    decode_files,
-                    paths,
-                    self.spec.height,
-                    self.spec.width,
-                    self.spec.channels,
-                    self.preprocess,
-                    check,
-                )
+                if self.spec.encoded:
+                    decoded = decode_pool.submit(read_files, paths)
+                else:
+                    decoded = decode_pool.submit(
+                        decode_files,
+                        paths,
+                        self.spec.height,
+                        self.spec.width,
+                        self.spec.channels,
+                        self.preprocess,
+                        check,
+                    )
             except RuntimeError as error:  # a broken process pool: a worker was killed (OOM)
                 decoded = Future()
                 decoded.set_exception(error)
@@ -219,19 +233,37 @@ class _Scorer:
         for index, message in errors.items():
             results[index] = failed_result(names[index], message)
         if order:
-            try:
-                reply = self.predict({self.spec.name: stacked.astype(self.spec.dtype, copy=False)})
-                scored = self.interpreter.results(
-                    reply, [names[index] for index in order], [notes.get(i) for i in order]
-                )
-            except (ClientError, ValueError) as error:  # ValueError: a malformed reply
-                scored = [failed_result(names[index], one_line(error)) for index in order]
-            except Exception as error:  # anything else costs this batch, never the whole run
-                message = one_line(f"{type(error).__name__}: {error}")
-                scored = [failed_result(names[index], message) for index in order]
+            scored = self.score(
+                [names[index] for index in order],
+                stacked.astype(self.spec.dtype, copy=False),
+                [notes.get(index) for index in order],
+            )
             for index, result in zip(order, scored, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
+
+    def score(
+        self, names: list[str], inputs: np.ndarray, notes: list[str | None]
+    ) -> list[ScoredImage]:
+        """Predict `inputs` (one row per name); a failure becomes every row's error.
+
+        Encoded images are decoded by the server, which refuses the whole batch for one file it
+        cannot decode: such a batch is halved until the file that fails is alone."""
+        try:
+            reply = self.predict({self.spec.name: inputs})
+            return self.interpreter.results(reply, names, notes)
+        except ClientError as error:
+            if self.spec.encoded and error.code == "INVALID_ARGUMENT" and len(names) > 1:
+                half = len(names) // 2
+                return self.score(names[:half], inputs[:half], notes[:half]) + self.score(
+                    names[half:], inputs[half:], notes[half:]
+                )
+            return [failed_result(name, one_line(error)) for name in names]
+        except ValueError as error:  # a malformed reply
+            return [failed_result(name, one_line(error)) for name in names]
+        except Exception as error:  # anything else costs this batch, never the whole run
+            message = one_line(f"{type(error).__name__}: {error}")
+            return [failed_result(name, message) for name in names]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> PredictResult:
         return self.retry.call(

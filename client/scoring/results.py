@@ -59,11 +59,16 @@ class ImageInput:
     height: int
     width: int
     channels: int
-    dtype: str  # numpy dtype name of the input, e.g. "uint8"
+    dtype: str  # numpy dtype name of the input, e.g. "uint8"; "object" for encoded images
+    # True for a signature that takes encoded files (string [-1], like serving_bytes): they are
+    # sent as they are and the model decodes and resizes them. height, width and channels are
+    # then those of the model's pixel signature (0 when it has none).
+    encoded: bool = False
 
 
 def image_input(metadata: ModelMetadata, signature: str) -> ImageInput:
-    """The single image input [-1, H, W, C] of `signature`; ValueError when it has none."""
+    """The single image input of `signature`: pixels [-1, H, W, C], or encoded images
+    (string [-1]); ValueError when it has neither."""
     if signature not in metadata.signatures:
         available = ", ".join(sorted(metadata.signatures)) or "none"
         raise ValueError(
@@ -78,16 +83,33 @@ def image_input(metadata: ModelMetadata, signature: str) -> ImageInput:
     (info,) = inputs.values()
     shape = info.shape
     if info.dtype == "object":
-        raise ValueError(
-            f"signature {signature!r} takes encoded bytes ({info.name!r}); score with a "
-            "signature that takes pixels, e.g. serving_default"
+        if shape is not None and len(shape) != 1:
+            raise ValueError(
+                f"input {info.name!r} of signature {signature!r} is a string tensor of shape "
+                f"{shape}; scoring sends encoded images as one string per image, shape [batch]"
+            )
+        pixels = [
+            image_input(metadata, other)
+            for other, candidate in sorted(metadata.signatures.items())
+            if other != signature
+            and len(candidate.inputs) == 1
+            and next(iter(candidate.inputs.values())).dtype != "object"
+            and _is_image_shape(next(iter(candidate.inputs.values())).shape)
+        ]
+        height, width, channels = (
+            (pixels[0].height, pixels[0].width, pixels[0].channels) if pixels else (0, 0, 0)
         )
-    if shape is None or len(shape) != 4 or min(shape[1:]) <= 0:
+        return ImageInput(info.name, height, width, channels, info.dtype, encoded=True)
+    if not _is_image_shape(shape):
         raise ValueError(
             f"input {info.name!r} of signature {signature!r} has shape {shape}; scoring needs "
             "[batch, height, width, channels] with known height, width and channels"
         )
     return ImageInput(info.name, shape[1], shape[2], shape[3], info.dtype)
+
+
+def _is_image_shape(shape: tuple[int, ...] | None) -> bool:
+    return shape is not None and len(shape) == 4 and min(shape[1:]) > 0
 
 
 class Interpreter:

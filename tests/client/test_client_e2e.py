@@ -57,13 +57,19 @@ def in_process(published_model, mnist_pngs) -> dict[str, tuple[int, np.ndarray]]
 
 
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
+@pytest.mark.parametrize("signature", [contract.SERVING_DEFAULT, contract.SERVING_BYTES])
 def test_score_gives_the_in_process_predictions(
-    served_model, mnist_pngs, in_process, transport, tmp_path
+    served_model, mnist_pngs, in_process, transport, signature, tmp_path
 ):
+    # serving_bytes: the PNGs are sent as they are and decoded by the model's graph, which
+    # must give the pixels Pillow gives here, so the same predictions.
     root, _ = mnist_pngs
     server = f"grpc://{served_model.grpc_target}" if transport == "grpc" else served_model.rest_url
     out = tmp_path / "preds.csv"
-    result = client_cli("score", root, "--out", out, "--server", server, "--batch-size", "50")
+    result = client_cli(
+        "score", root, "--out", out, "--server", server, "--batch-size", "50",
+        "--signature", signature,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = read_rows(out)
     assert [row["path"] for row in rows] == sorted(in_process)
@@ -98,6 +104,31 @@ def test_bad_files_get_rows_and_partial_exit_code(served_model, mnist_pngs, tmp_
     assert all(
         row["class_id"] is not None for path, row in rows.items() if path.startswith("good/")
     )
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_files_the_model_cannot_decode_cost_only_their_own_rows(
+    served_model, mnist_pngs, transport, tmp_path
+):
+    # The server refuses a whole batch of encoded images for one it cannot decode; the client
+    # halves such a batch until that file is alone.
+    _, pixels = mnist_pngs
+    folder = tmp_path / "mixed"
+    for relative in sorted(pixels)[:20]:
+        save_png(folder / "good" / relative, pixels[relative])
+    make_bad_files(folder)
+    server = f"grpc://{served_model.grpc_target}" if transport == "grpc" else served_model.rest_url
+    out = tmp_path / "preds.csv"
+    result = client_cli(
+        "score", folder, "--out", out, "--server", server, "--signature", contract.SERVING_BYTES
+    )
+    assert result.returncode == 3, result.stderr
+    rows = {row["path"]: row for row in read_rows(out)}
+    assert {path for path, row in rows.items() if row["error"]} == {
+        "bad_empty.png", "bad_truncated.png", "bad_text.png", "bad_huge.png",
+    }  # fmt: skip
+    assert rows["bad_empty.png"]["error"] == "empty file"
+    assert all(row["class_id"] is not None for path, row in rows.items() if path[:5] == "good/")
 
 
 def test_status_metadata_wait_and_predict_against_the_real_server(served_model, mnist_pngs):

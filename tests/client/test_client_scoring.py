@@ -12,11 +12,12 @@ from client_fixtures import (
     transport_kind,
 )
 
-from client.scoring import decoding
+from client.errors import ClientError
 from client.preprocess import list_images
-from client.scoring import image_input, parse_shard, score_files, shard_of
+from client.scoring import decoding, image_input, parse_shard, score_files, shard_of
 from client.transport import RetryPolicy, connect
-from client.types import ModelMetadata, ModelSpec, SignatureInfo, TensorInfo
+from client.transport.base import Transport
+from client.types import ModelMetadata, ModelSpec, PredictResult, SignatureInfo, TensorInfo
 
 __all__ = ["fake", "fake_server_instance", "transport_kind"]  # fixtures used by name
 
@@ -178,7 +179,7 @@ def test_image_input_comes_from_metadata():
         "uint8",
     )
     for bad in (
-        {"x": TensorInfo("x", "object", (-1,))},
+        {"x": TensorInfo("x", "object", (-1, 2))},
         {"x": TensorInfo("x", "uint8", (-1, -1, -1, 1))},
         {"x": TensorInfo("x", "uint8", None)},
         {
@@ -231,3 +232,69 @@ def test_decoding_in_worker_processes_gives_the_same_results(fake, tmp_path):
         )  # fmt: skip
     assert by_processes == by_threads
     assert sum(error is not None for *_, error in by_processes) == 4
+
+
+def test_an_encoded_image_signature_takes_the_pixel_signatures_size():
+    pixels = SignatureInfo("serving_default", {"x": TensorInfo("x", "uint8", (-1, 32, 24, 3))}, {})
+    encoded = SignatureInfo("serving_bytes", {"b": TensorInfo("b", "object", (-1,))}, {})
+    metadata = ModelMetadata("m", 1, {"serving_default": pixels, "serving_bytes": encoded})
+    spec = image_input(metadata, "serving_bytes")
+    assert (spec.name, spec.dtype, spec.encoded) == ("b", "object", True)
+    assert (spec.height, spec.width, spec.channels) == (32, 24, 3)
+    assert not image_input(metadata, "serving_default").encoded
+
+
+class DecodingModel(Transport):
+    """A model with a `serving_bytes`-like signature: it decodes the files itself and, as TF
+    Serving does, refuses the whole batch when one of them is not an image."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def metadata(self, model) -> ModelMetadata:
+        signature = SignatureInfo(
+            "serving_bytes",
+            {"image_bytes": TensorInfo("image_bytes", "object", (-1,))},
+            {"class_ids": TensorInfo("class_ids", "int64", (-1,))},
+        )
+        return ModelMetadata("m", 2, {"serving_bytes": signature})
+
+    def predict(self, model, inputs, *, timeout=None, retry=None) -> PredictResult:
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        self.batches.append(len(inputs["image_bytes"]))
+        try:
+            means = [
+                np.asarray(Image.open(io.BytesIO(data))).mean() for data in inputs["image_bytes"]
+            ]
+        except (UnidentifiedImageError, OSError) as error:
+            raise ClientError(f"cannot decode: {error}", "INVALID_ARGUMENT") from None
+        class_ids = np.array([int(mean) % 10 for mean in means])
+        return PredictResult({"class_ids": class_ids}, "m", 2)
+
+    def close(self) -> None:
+        pass
+
+
+def test_encoded_images_are_sent_as_they_are_and_a_bad_one_costs_only_its_row(tmp_path):
+    expected = make_uniform_folder(tmp_path, [11, 22, 33, 44, 55, 66, 77])
+    (tmp_path / "not_an_image.png").write_bytes(b"hello, I am text")
+    (tmp_path / "zero.png").write_bytes(b"")
+    model = DecodingModel()
+    results = list(
+        score_files(
+            model, ModelSpec(signature="serving_bytes"), list_images(tmp_path), root=tmp_path,
+            batch_size=8, progress=False,
+        )
+    )  # fmt: skip
+    by_path = {r.path: r for r in results}
+    assert by_path["zero.png"].error == "empty file"  # never sent
+    assert by_path["not_an_image.png"].error.startswith("INVALID_ARGUMENT")
+    assert {path: by_path[path].class_id for path in expected} == expected
+    # 8 files, one batch; refused, then halved until the bad file was alone.
+    assert model.batches[0] == 8 and len(model.batches) <= 1 + 2 * 3
+    with pytest.raises(ValueError, match="--preprocess mnist"):
+        score_files(model, ModelSpec(signature="serving_bytes"), [], root=tmp_path,
+                    preprocess="mnist")  # fmt: skip
