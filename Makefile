@@ -58,7 +58,7 @@ NO_DOCKER = { echo "$@: no Docker engine answers (docker info failed); $(1)" >&2
 DATA_FLAG = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .PHONY: help setup test test-fast lint demo train train-gpu tensorboard images serve serve-local \
-	stop score evaluate k8s-render k8s-check tools clean
+	stop score evaluate k8s-render k8s-check k8s-rollout tools clean
 
 # Colour only on a terminal (and not with NO_COLOR): `make help | less` and logs get plain text.
 help: ## List the targets.
@@ -94,16 +94,17 @@ train: setup ## Train on this machine's CPU and publish the next version (EPOCHS
 		--run-dir $(RUN_DIR) $(TRAIN_ARGS)
 
 # The container runs as the caller's uid so that what it publishes into the bind-mounted
-# repository belongs to the caller.
+# repository belongs to the caller. The repository is mounted at its own absolute path: the
+# first publish writes that path into models.config, where the servers look for the versions.
 train-gpu: ## Train in Dockerfile.gpu's CUDA image with --gpus all, publishing into MODEL_REPO.
 	@$(DOCKER_OK) || $(call NO_DOCKER,it needs Docker and the NVIDIA Container Toolkit; 'make train' trains on the CPU)
 	docker build -f Dockerfile.gpu -t $(TRAINER_IMAGE) .
 	mkdir -p $(MODEL_REPO) $(RUN_DIR)
 	docker run --rm --gpus all --user "$$(id -u):$$(id -g)" \
-		-v "$(abspath $(MODEL_REPO)):/models" -v "$(abspath $(RUN_DIR)):/run-dir" \
+		-v "$(abspath $(MODEL_REPO)):$(abspath $(MODEL_REPO))" -v "$(abspath $(RUN_DIR)):/run-dir" \
 		$(if $(DATA_DIR),-v "$(abspath $(DATA_DIR)):/data:ro") \
 		$(TRAINER_IMAGE) train --dataset $(DATASET) $(if $(DATA_DIR),--data-dir /data) \
-		--model $(MODEL) --epochs $(EPOCHS) --model-repo /models --model-name $(MODEL_NAME) \
+		--model $(MODEL) --epochs $(EPOCHS) --model-repo $(abspath $(MODEL_REPO)) --model-name $(MODEL_NAME) \
 		--run-dir /run-dir $(TRAIN_ARGS)
 
 tensorboard: setup ## Serve TensorBoard for the training runs under TB_LOGDIR (runs/) on localhost:TB_PORT (6006).
@@ -121,7 +122,7 @@ serve: ## Serve MODEL_REPO with the stock tensorflow/serving image (docker compo
 serve-local: setup ## Start the local server in the background (pid in runs/server.pid, log in runs/server.log).
 	scripts/serve_local.sh start --pid-file $(SERVER_PID) --log-file $(SERVER_LOG) \
 		--grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) \
-		--model-name $(MODEL_NAME) --model-base-path "$(abspath $(MODEL_REPO))/$(MODEL_NAME)"
+		--model-repo "$(abspath $(MODEL_REPO))" --model-name $(MODEL_NAME)
 
 stop: ## Stop the local server and, where Docker answers, the compose service.
 	scripts/serve_local.sh stop --pid-file $(SERVER_PID)
@@ -145,6 +146,12 @@ k8s-render: setup ## Render every overlay of K8S_DIR into RENDER_DIR/<overlay>.y
 k8s-check: setup tools ## Static checks: render, schemas, checkov, hadolint, serving config files.
 	$(BIN)/python scripts/k8s_check.py --k8s-dir $(K8S_DIR) --kubectl $(KUBECTL) \
 		--checkov "$(CHECKOV)"
+
+# One rollout step as a Job in the cluster (kubectl's current context), from the pod template of
+# the suspended rollout CronJob; docs/deploy.md, "Rolling out a new version".
+k8s-rollout: setup ## Run `python -m client rollout STEP` in the cluster: make k8s-rollout STEP="canary 3".
+	@test -n "$(STEP)" || { echo 'k8s-rollout: say which step, e.g. STEP=status or STEP="canary 3"' >&2; exit 2; }
+	$(BIN)/python scripts/k8s_rollout.py --kubectl $(KUBECTL) -- $(STEP)
 
 tools: $(TOOLS_VENV)/.installed ## Install checkov into .venv-tools (its many dependencies stay out of .venv).
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # `make demo`: the whole loop on one machine, end to end.
 #   1. train the tutorial MLP on MNIST (cosine learning-rate decay, a fixed seed, refusing to
-#      publish below MIN_ACCURACY) and publish the next version into models/mnist;
+#      publish below MIN_ACCURACY or below the stable version) and publish the next version into
+#      models/mnist; a refused model (trainer exit 3) is said so, and the demo goes on with the
+#      versions already published;
 #   2. start a server: stock TF Serving (docker compose) when a Docker engine answers, else the
-#      local server in the background (pid in runs/demo/server.pid, log in runs/demo/server.log);
+#      local server in the background (pid in runs/demo/server.pid, log in runs/demo/server.log),
+#      both on the repository's rollout state, models/models.config;
 #   3. wait until the model is AVAILABLE, meanwhile write the MNIST test set as PNG folders;
-#   4. score the folder into a CSV and evaluate it into a report, print the report's accuracy;
-#   5. stop the server, also when a step fails or the run is interrupted.
+#   4. a new version that is not the first: `rollout canary N`, then `rollout promote` on the
+#      test set, which makes it stable only if it passes the gate;
+#   5. score the folder into a CSV and evaluate it into a report with the stable version, print
+#      the report's accuracy;
+#   6. stop the server, also when a step fails or the run is interrupted.
 # Knobs (environment): MNIST_DIR (the IDX files; empty: Keras' download), EPOCHS (20),
 # MODEL_REPO (models), GRPC_PORT (8500), REST_PORT (8501), MIN_ACCURACY (0.98).
 set -euo pipefail
@@ -76,9 +82,25 @@ done
 mkdir -p "$run_dir"
 
 step "training the MLP on MNIST ($epochs epochs at most) and publishing into $model_repo/mnist"
+trained=0
 "$python" -m trainer train --dataset mnist "${data_flags[@]}" --model mlp --epochs "$epochs" \
     --seed 42 --schedule cosine --model-repo "$model_repo" --model-name mnist --run-dir "$run_dir/train" \
-    --min-accuracy "$min_accuracy"
+    --min-accuracy "$min_accuracy" || trained=$?
+# Exit 3: the trainer refused to publish (its last line says why) and published nothing.
+published=""
+if ((trained == 3)); then
+    if ! compgen -G "$model_repo/mnist/[0-9]*" >/dev/null; then
+        echo "demo: publishing refused (above) and $model_repo/mnist has no version to serve" >&2
+        exit 1
+    fi
+    echo "demo: publishing refused (above): nothing new was published; the demo goes on with" \
+        "the versions already in $model_repo/mnist, stable stays where it is"
+elif ((trained != 0)); then
+    exit "$trained"
+else
+    published=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' \
+        "$run_dir/train/metrics.json")
+fi
 
 # The image folder does not depend on the model: write it while the server loads. A complete
 # folder from an earlier run is reused.
@@ -95,13 +117,16 @@ fi
 if [[ -n $use_compose ]]; then
     step "starting stock TF Serving (docker compose, gRPC :8500, REST :8501)"
     server_kind=compose
+    if [[ ! -f $model_repo/models.config ]]; then
+        "$python" -m client rollout init --model-repo "$model_repo" --model mnist
+    fi
     MODEL_REPOSITORY="$(cd "$model_repo" && pwd)" docker compose -f serving/compose.yaml up -d
 else
     step "no Docker engine: starting the local server (python -m serving) in the background"
     server_kind=local
     scripts/serve_local.sh start --pid-file "$run_dir/server.pid" --log-file "$run_dir/server.log" \
         --grpc-port "$grpc_port" --rest-port "$rest_port" --model-name mnist \
-        --model-base-path "$(cd "$model_repo" && pwd)/mnist"
+        --model-repo "$(cd "$model_repo" && pwd)"
 fi
 
 step "waiting until mnist is AVAILABLE"
@@ -118,12 +143,33 @@ if [[ -n $export_pid ]]; then
     touch "$images_done"
 fi
 
-step "scoring $images over gRPC into $preds"
-"$python" -m client score "$images" --out "$preds" --overwrite \
+# A new version other than the first waits on disk until a rollout step pins it: canary first,
+# then promote, which makes it stable only if it is not worse on the test set (exit 3: it stays
+# canary, stable keeps serving).
+stable=$("$python" -c 'import sys
+from common import rollout_state
+print(rollout_state.read(sys.argv[1]).model("mnist").labels["stable"])' "$model_repo")
+if [[ -n $published && $published != "$stable" ]]; then
+    step "canary: version $published beside stable version $stable"
+    "$python" -m client rollout canary "$published" --model-repo "$model_repo" \
+        --server "grpc://localhost:$grpc_port"
+    step "promote: canary $published against stable $stable on $images"
+    promoted=0
+    "$python" -m client rollout promote "$images" --model-repo "$model_repo" \
+        --report-dir "$run_dir/promote" --server "grpc://localhost:$grpc_port" || promoted=$?
+    if ((promoted == 3)); then
+        echo "demo: the gate kept version $stable stable (above; $run_dir/promote/report.md)"
+    elif ((promoted != 0)); then
+        exit "$promoted"
+    fi
+fi
+
+step "scoring $images over gRPC into $preds (label stable)"
+"$python" -m client score "$images" --out "$preds" --overwrite --label stable \
     --server "grpc://localhost:$grpc_port"
 
-step "evaluating $images into $report_dir"
-"$python" -m client evaluate "$images" --report-dir "$report_dir" \
+step "evaluating $images into $report_dir (label stable)"
+"$python" -m client evaluate "$images" --report-dir "$report_dir" --label stable \
     --server "grpc://localhost:$grpc_port"
 
 accuracy=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["accuracy"])' \

@@ -46,14 +46,16 @@ ServersOption = Annotated[
     typer.Option(
         "--server",
         "-s",
-        help=f"A server to wait for and ask (repeat for each replica; default {DEFAULT_SERVER}). "
-        "promote evaluates through the first one.",
+        envvar="TFS_SERVER",
+        help=f"A server to wait for and ask (repeat for each replica; default {DEFAULT_SERVER}; "
+        "TFS_SERVER may list several, space-separated). promote evaluates through the first.",
     ),
 ]
 ResolveOption = Annotated[
     bool,
     typer.Option(
         "--each-address",
+        envvar="TFS_EACH_ADDRESS",
         help="Ask every address each --server host name resolves to (the pods behind a "
         "headless Kubernetes Service), not just one.",
     ),
@@ -192,7 +194,10 @@ def promote(
     each_address: ResolveOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     report_dir: Annotated[
-        Path, typer.Option("--report-dir", help="Where report.json and report.md go.")
+        Path,
+        typer.Option(
+            "--report-dir", envvar="ROLLOUT_REPORT_DIR", help="Where report.json and report.md go."
+        ),
     ] = Path("reports/promote"),
     min_delta: Annotated[
         float,

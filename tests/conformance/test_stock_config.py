@@ -136,6 +136,7 @@ def flags(service: dict) -> dict[str, str]:
 
 
 def test_models_config_is_a_model_server_config_for_mnist():
+    """The template of a repository's rollout state: one version, pinned, both labels on it."""
     from tensorflow_serving.config import model_server_config_pb2
 
     config = parse(SERVING / "models.config", model_server_config_pb2.ModelServerConfig)
@@ -144,10 +145,34 @@ def test_models_config_is_a_model_server_config_for_mnist():
     assert model.name == "mnist"
     assert model.base_path == "/models/mnist"
     assert model.model_platform == "tensorflow"
-    assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
-    assert model.model_version_policy.latest.num_versions == 2
-    assert set(model.version_labels) == {"stable", "canary"}
-    assert all(version >= 1 for version in model.version_labels.values())
+    assert model.model_version_policy.WhichOneof("policy_choice") == "specific"
+    assert list(model.model_version_policy.specific.versions) == [1]
+    assert dict(model.version_labels) == {"stable": 1, "canary": 1}
+
+
+def test_the_rollout_state_a_publish_and_a_canary_write_is_a_model_server_config(tmp_path: Path):
+    """What the servers actually read: the file the trainer's first publish and the rollout
+    commands write (common.rollout_state), parsed by TF Serving's proto and the local server."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from common import rollout_state
+    from serving.config import VersionPolicy, read_model_config_file
+
+    assert rollout_state.first_version(tmp_path, "mnist", 1, "/models/mnist")
+    state = rollout_state.read(tmp_path)
+    entry = state.model("mnist")
+    canary = rollout_state.ModelEntry(
+        entry.name, entry.base_path, pins=(1, 3), labels={"stable": 1, "canary": 3}
+    )
+    rollout_state.save(tmp_path, state.with_model(canary).moved("mnist", "canary", 1, 3, "canary"))
+    path = rollout_state.config_path(tmp_path)
+    config = parse(path, model_server_config_pb2.ModelServerConfig)
+    (model,) = config.model_config_list.config
+    assert list(model.model_version_policy.specific.versions) == [1, 3]
+    assert dict(model.version_labels) == {"stable": 1, "canary": 3}
+    (served,) = read_model_config_file(path)
+    assert served.policy == VersionPolicy("specific", versions=frozenset({1, 3}))
+    assert served.labels == {"stable": 1, "canary": 3}
 
 
 def test_models_config_explains_the_label_rule():
@@ -209,9 +234,10 @@ def test_compose_mounts_are_read_only(service: dict):
         assert volume["type"] == "bind"
         assert volume.get("read_only") is True, f"{volume['target']} must be read-only"
         targets[volume["target"]] = volume["source"]
-    # MODEL_REPOSITORY (make serve sets it), else models/ at the repository root.
-    assert targets["/models"] == "${MODEL_REPOSITORY:-../models}"
-    assert (SERVING / "../models").resolve() == SERVING.parent / "models"
+    # MODEL_REPOSITORY (make serve sets it), mounted at the same path: models.config names base
+    # paths as the trainer and the rollout commands see them on the host.
+    repository = "${MODEL_REPOSITORY:?set MODEL_REPOSITORY to the model repository's absolute path}"
+    assert targets[repository] == repository
     assert (SERVING / targets["/config"]).resolve() == SERVING
 
 
@@ -219,8 +245,10 @@ def test_compose_flags(service: dict, flags: dict[str, str]):
     unknown = set(flags) - MODEL_SERVER_FLAGS
     assert not unknown, f"not tensorflow_model_server flags: {unknown}"
     mounted = {volume["target"]: volume["source"] for volume in service["volumes"]}
+    # The rollout state is the repository's own file, in the repository's mount.
+    assert flags["model_config_file"] == "${MODEL_REPOSITORY}/models.config"
+    assert any(target.startswith("${MODEL_REPOSITORY:") for target in mounted)
     for flag, file_name in [
-        ("model_config_file", "models.config"),
         ("batching_parameters_file", "batching.config"),
         ("monitoring_config_file", "monitoring.config"),
     ]:

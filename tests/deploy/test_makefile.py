@@ -61,9 +61,10 @@ def test_train_gpu_builds_and_runs_the_cuda_image_with_the_repository_mounted(tm
     assert "-f Dockerfile.gpu" in build
     run = next(line for line in commands.splitlines() if line.startswith("docker run"))
     assert "--gpus all" in run
-    assert f'-v "{repo}:/models"' in run
+    # Mounted at its own path: the first publish writes that path into models.config.
+    assert f'-v "{repo}:{repo}"' in run
     # The trainer CLI's flags pass through, pointing at the mounted repository.
-    for flag in ("train --dataset mnist", "--model cnn", "--epochs 3", "--model-repo /models",
+    for flag in ("train --dataset mnist", "--model cnn", "--epochs 3", f"--model-repo {repo}",
                  "--model-name mnist", "--seed 7 --min-accuracy 0.99"):  # fmt: skip
         assert flag in run, flag
     # Built image and run image are the same tag.

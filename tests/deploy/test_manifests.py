@@ -16,7 +16,6 @@ from deploy_support import (
     pod_spec,
     workloads,
 )
-from google.protobuf import text_format
 
 MODEL_STATUS_PATH = "/v1/models/mnist"
 
@@ -72,7 +71,7 @@ def test_serving_uses_the_config_files_it_mounts(rendered, overlay):
     config_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/tf-serving")
     config_map_name = volumes[config_mount["name"]]["configMap"]["name"]
     config_map = find(objects, "ConfigMap", config_map_name)
-    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
+    for flag in ("batching_parameters_file", "monitoring_config_file"):
         directory, _, file_name = flags[flag].rpartition("/")
         assert directory == "/etc/tf-serving"
         assert file_name in config_map["data"], flag
@@ -80,25 +79,70 @@ def test_serving_uses_the_config_files_it_mounts(rendered, overlay):
     assert flags["enable_model_warmup"] == "true"
 
 
-def test_config_map_model_config_matches_serving(rendered):
-    from tensorflow_serving.config import model_server_config_pb2
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_reads_the_rollout_state_from_the_model_claim(rendered, overlay):
+    """Moving a label is a write to the claim that every replica polls, not a Deployment roll:
+    no ConfigMap holds a model config, and the pods wait for the first publish to write it."""
+    objects = rendered[overlay]
+    container = serving_container(objects)
+    flags = flag_values(container)
+    models_mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
+    assert flags["model_config_file"] == f"{models_mount['mountPath']}/models.config"
+    assert 0 < int(flags["model_config_file_poll_wait_seconds"]) <= 60
+    assert flags["allow_version_labels_for_unavailable_models"] == "true"
+    for config_map in (obj for obj in objects if obj["kind"] == "ConfigMap"):
+        assert "models.config" not in config_map.get("data", {})
+    (wait,) = pod_spec(find(objects, "Deployment", "tf-serving"))["initContainers"]
+    assert "/models/models.config" in " ".join(wait["command"])
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in wait["volumeMounts"]
 
-    def parse(text: str):
-        return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
-    original = parse((REPO_ROOT / "serving" / "models.config").read_text())
-    config_map = next(obj for obj in rendered["cpu"] if obj["kind"] == "ConfigMap")
-    in_cluster = parse(config_map["data"]["models.config"])
-    (model,) = in_cluster.model_config_list.config
-    # The claim is mounted at /models in the serving pods.
-    assert model.base_path == f"/models/{model.name}"
-    assert set(model.version_labels) == {"stable", "canary"}
-    # Label targets are rollout state and may differ; everything else may not.
-    for config in (original, in_cluster):
-        for entry in config.model_config_list.config:
-            for label in entry.version_labels:
-                entry.version_labels[label] = 0
-    assert in_cluster == original
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rollout_jobs_write_the_model_claim_and_ask_every_replica(rendered, overlay):
+    objects = rendered[overlay]
+    cronjob = find(objects, "CronJob", "rollout")
+    assert cronjob["spec"]["suspend"] is True  # a template: scripts/k8s_rollout.py runs steps
+    spec = pod_spec(cronjob)
+    (container,) = spec["containers"]
+    assert container["command"] == ["python", "-m", "client"]
+    assert container["args"][0] == "rollout"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+              if "persistentVolumeClaim" in v}  # fmt: skip
+    models = next(name for name, claim in claims.items() if claim == "models")
+    assert env["MODEL_REPO"] == mounts[models]["mountPath"] == "/models"
+    assert not mounts[models].get("readOnly")
+    # The rollout waits for each replica: the headless Service resolves to every pod.
+    replicas = find(objects, "Service", "tf-serving-replicas")
+    assert replicas["spec"]["clusterIP"] == "None"
+    pod_labels = find(objects, "Deployment", "tf-serving")["spec"]["template"]["metadata"]["labels"]
+    assert replicas["spec"]["selector"].items() <= pod_labels.items()
+    assert env["TFS_SERVER"] == "grpc://tf-serving-replicas:8500"
+    assert env["TFS_EACH_ADDRESS"] == "true"
+    # Its reports land on the results claim, its images come from the input claim.
+    results = next(name for name, claim in claims.items() if claim == "score-results")
+    assert env["ROLLOUT_REPORT_DIR"].startswith(mounts[results]["mountPath"] + "/")
+
+
+def test_a_rollout_step_is_a_job_from_the_cronjobs_template(rendered):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "k8s_rollout", REPO_ROOT / "scripts" / "k8s_rollout.py"
+    )
+    k8s_rollout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(k8s_rollout)
+    cronjob = find(rendered["cpu"], "CronJob", "rollout")
+    job = k8s_rollout.job_from_cronjob(cronjob, ["canary", "3"], "rollout-canary-1")
+    assert (job["kind"], job["metadata"]["name"]) == ("Job", "rollout-canary-1")
+    assert job["metadata"]["namespace"] == "digits-serving"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["rollout", "canary", "3"]
+    # Everything else is the template's, and the template itself is left as it was.
+    assert job["spec"]["template"]["spec"]["volumes"] == pod_spec(cronjob)["volumes"]
+    assert pod_spec(cronjob)["containers"][0]["args"] == ["rollout", "status"]
+    assert k8s_rollout.job_name(["promote", "/data/in"]).startswith("rollout-promote-")
 
 
 def test_prometheus_annotations_match_monitoring_config(rendered):

@@ -50,7 +50,7 @@ def test_stop_leaves_a_process_that_is_not_the_server_alone(tmp_path):
 
 def test_start_without_a_model_repository_says_so(tmp_path):
     result = serve_local("start", "--pid-file", str(tmp_path / "server.pid"),
-                         "--model-base-path", str(tmp_path / "missing"))  # fmt: skip
+                         "--model-repo", str(tmp_path / "missing"))  # fmt: skip
     assert result.returncode == 1
     assert "no model repository" in result.stderr and "make train" in result.stderr
     assert not (tmp_path / "server.pid").exists()
@@ -63,7 +63,7 @@ def test_start_on_a_taken_port_says_which(tmp_path):
         taken.listen()
         port = str(taken.getsockname()[1])
         result = serve_local("start", "--pid-file", str(tmp_path / "server.pid"),
-                             "--model-base-path", str(tmp_path / "mnist"),
+                             "--model-repo", str(tmp_path),
                              "--grpc-port", port, "--rest-port", "1")  # fmt: skip
     assert result.returncode == 1
     assert f"port {port} is taken" in result.stderr
@@ -77,10 +77,12 @@ def test_unknown_option_is_rejected():
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
-# Stands in for the venv's python: training succeeds at once, the image export runs until
-# killed (recording its pid), and the server dies at start-up, so the demo fails mid-way.
+# Stands in for the venv's python: training ends at once with $TRAIN_EXIT (0: published version
+# 1), the image export runs until killed (recording its pid), and the server dies at start-up,
+# so the demo fails mid-way.
 case "$*" in
-    "-m trainer train"*) exit 0 ;;
+    "-m trainer train"*) exit "${TRAIN_EXIT:-0}" ;;
+    "-c import json"*) echo 1 ;;
     "-m trainer export-images"*) echo $$ > "$EXPORT_PID_FILE"; exec sleep 120 ;;
     *) exit 1 ;;
 esac
@@ -96,9 +98,9 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def test_failed_demo_stops_the_background_image_export(tmp_path):
-    # The demo in a scratch tree (it writes data/, runs/ and models/ next to scripts/), with a
-    # fake venv and a `docker` that answers no engine, so it takes the local-server path.
+def demo_tree(tmp_path: Path) -> None:
+    """The demo in a scratch tree (it writes data/, runs/ and models/ next to scripts/), with a
+    fake venv and a `docker` that answers no engine, so it takes the local-server path."""
     (tmp_path / "scripts").mkdir()
     for name in ("demo.sh", "serve_local.sh"):
         (tmp_path / "scripts" / name).write_bytes((REPO_ROOT / "scripts" / name).read_bytes())
@@ -108,7 +110,11 @@ def test_failed_demo_stops_the_background_image_export(tmp_path):
         (tmp_path / tool).write_text(text)
         (tmp_path / tool).chmod(0o755)
     (tmp_path / "models" / "mnist").mkdir(parents=True)
-    export_pid_file = tmp_path / "export.pid"
+    # What the first publish writes; the fake trainer publishes nothing.
+    (tmp_path / "models" / "models.config").write_text("")
+
+
+def run_demo(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess:
     ports = []
     for _ in range(2):
         with socket.socket() as probe:
@@ -116,15 +122,22 @@ def test_failed_demo_stops_the_background_image_export(tmp_path):
             ports.append(str(probe.getsockname()[1]))
     environment = {
         "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
-        "EXPORT_PID_FILE": str(export_pid_file),
+        "EXPORT_PID_FILE": str(tmp_path / "export.pid"),
         "GRPC_PORT": ports[0],
         "REST_PORT": ports[1],
         "MNIST_DIR": "",
+        **environment,
     }
-    result = subprocess.run(
+    return subprocess.run(
         [str(tmp_path / "scripts" / "demo.sh")],
         env=environment, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def test_failed_demo_stops_the_background_image_export(tmp_path):
+    demo_tree(tmp_path)
+    export_pid_file = tmp_path / "export.pid"
+    result = run_demo(tmp_path)
     export_pid = int(export_pid_file.read_text())
     try:
         assert result.returncode == 1, result.stdout + result.stderr
@@ -139,3 +152,20 @@ def test_failed_demo_stops_the_background_image_export(tmp_path):
     finally:
         if alive(export_pid):
             os.kill(export_pid, signal.SIGKILL)
+
+
+def test_a_refused_publish_keeps_serving_the_existing_versions(tmp_path):
+    demo_tree(tmp_path)
+    # Nothing published yet: there is nothing to serve, and the demo says why it stops.
+    result = run_demo(tmp_path, TRAIN_EXIT="3")
+    assert result.returncode == 1
+    assert "publishing refused (above) and models/mnist has no version to serve" in result.stderr
+    # With a version already published, it says so and goes on to serve it.
+    (tmp_path / "models" / "mnist" / "1").mkdir()
+    result = run_demo(tmp_path, TRAIN_EXIT="3")
+    assert "demo: publishing refused (above): nothing new was published" in result.stdout
+    assert "starting the local server" in result.stdout
+    assert "the server exited during start-up" in result.stderr  # the fake server, not the demo
+    # Any other training failure stops the demo with the trainer's exit code.
+    result = run_demo(tmp_path, TRAIN_EXIT="2")
+    assert result.returncode == 2 and "starting the local server" not in result.stdout

@@ -103,11 +103,11 @@ BREAKAGES = {
         "hadolint Dockerfile.client",
     ),
     "config copy drifted": (
-        "k8s/base/tf-serving/models.config", "num_versions: 2", "num_versions: 3",
-        "serving config models.config",
+        "k8s/base/tf-serving/batching.config", "value: 128", "value: 64",
+        "serving config batching.config",
     ),
-    "config copy lost a label": (
-        "k8s/base/tf-serving/models.config", 'key: "canary"', 'key: "beta"',
+    "template does not parse": (
+        "serving/models.config", "versions: 1", "version: 1",
         "serving config models.config",
     ),
     "config does not parse": (

@@ -110,7 +110,8 @@ def test_batching_parameters(tmp_path):
 
 def test_stock_config_files_parse():
     (model,) = read_model_config_file(SERVING / "models.config")
-    assert model.name == "mnist" and model.policy == VersionPolicy("latest", 2)
+    assert model.name == "mnist"
+    assert model.policy == VersionPolicy("specific", versions=frozenset({1}))
     assert set(model.labels) == {"stable", "canary"}
     assert read_monitoring_config_file(SERVING / "monitoring.config")
     assert read_batching_parameters_file(SERVING / "batching.config", 1).max_batch_size >= 1
