@@ -5,8 +5,12 @@ interleaved rounds (median [min-max] over rounds):
 
 - one image per request, concurrency 1, p50 over REST and gRPC, minus the p50 of the same
   SavedModel signature called in this process (the server's overhead);
+- the same clients against the frameworks alone (benchmarks/floor_servers.py: grpcio's server
+  and uvicorn+httptools+uvloop answering without parsing or running anything), so the overhead
+  splits into the frameworks' floor and the local server's own code;
 - one image per request, concurrency 16, requests per second and p99, without and with
-  `--enable_batching` (serving/batching.config);
+  `--enable_batching` (serving/batching.config), for the MLP and for the trainer's CNN
+  (untrained: its cost per request, not its accuracy, is what batching amortises);
 - the first request to a newly published version (warmup records included), as a ratio to
   the steady p50, in every trial.
 
@@ -67,6 +71,59 @@ def train_model(repository: Path, mnist_dir: Path) -> Path:
     ]  # fmt: skip
     subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
     return repository / MODEL
+
+
+def export_untrained(kind: str, folder: Path, images: np.ndarray) -> Path:
+    """The trainer's `kind` network, untrained, exported with the trainer's export code."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from trainer import export, models
+
+    model = models.build_model(kind, (28, 28, 1), 10)
+    info = {"dataset": "mnist", "model": kind, "untrained": True}
+    export.write_saved_model(model, folder / "1", [str(d) for d in range(10)], MODEL, info, images)
+    return folder
+
+
+@contextlib.contextmanager
+def floor_servers(log_dir: Path) -> Iterator[tuple[str, str]]:
+    """benchmarks/floor_servers.py for REST and gRPC; yields (rest url, grpc target)."""
+    import grpc
+    import requests
+
+    ports = {"rest": free_port(), "grpc": free_port()}
+    processes = []
+    try:
+        for kind, port in ports.items():
+            with open(log_dir / f"floor-{kind}.log", "w") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(REPO_ROOT / "benchmarks" / "floor_servers.py"),
+                            kind,
+                            str(port),
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        rest, target = f"http://127.0.0.1:{ports['rest']}", f"127.0.0.1:{ports['grpc']}"
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(rest, timeout=2)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield rest, target
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
 
 
 @contextlib.contextmanager
@@ -237,7 +294,7 @@ def main() -> int:
     parser.add_argument("--mnist-dir", type=Path, default=Path(default_mnist))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=500, help="Per latency measurement.")
-    parser.add_argument("--seconds", type=float, default=8, help="Per concurrency measurement.")
+    parser.add_argument("--seconds", type=float, default=4, help="Per concurrency measurement.")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--trials", type=int, default=5, help="First-request trials.")
     parser.add_argument(
@@ -259,28 +316,44 @@ def main() -> int:
         version_dir = sorted(
             (p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
         )[-1]
-        image = test_digits(args.mnist_dir, 1)[0]
+        digits = test_digits(args.mnist_dir, 16)
+        image = digits[0]
+        cnn_base = export_untrained("cnn", work / "cnn-repository" / MODEL, digits)
         session_call, function_call = in_process(version_dir, image)
         batching = [
             "--enable_batching=true",
             f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching.config'}",
         ]
         rounds: dict[str, list[float]] = {}
+        c = args.concurrency
 
         def record(name: str, value: float) -> None:
             rounds.setdefault(name, []).append(value)
 
+        checkout = args.server_checkout
         with (
-            server(base, work / "plain.log", checkout=args.server_checkout) as (rest, grpc_target),
-            server(base, work / "batched.log", *batching, checkout=args.server_checkout) as (
-                b_rest,
-                b_grpc,
+            server(base, work / "plain.log", checkout=checkout) as (rest, grpc_target),
+            server(base, work / "batched.log", *batching, checkout=checkout) as (b_rest, b_grpc),
+            server(cnn_base, work / "cnn.log", checkout=checkout) as (cnn_rest, cnn_grpc),
+            server(cnn_base, work / "cnn-batched.log", *batching, checkout=checkout) as (
+                cnn_b_rest,
+                cnn_b_grpc,
             ),
+            floor_servers(work) as (floor_rest, floor_grpc),
         ):
-            plain, batched = Clients(rest, grpc_target, image), Clients(b_rest, b_grpc, image)
-            for call in (session_call, function_call, plain.rest_call, plain.grpc_call,
-                         batched.rest_call, batched.grpc_call):  # fmt: skip
+            clients = {
+                "plain": Clients(rest, grpc_target, image),
+                "batched": Clients(b_rest, b_grpc, image),
+                "cnn_plain": Clients(cnn_rest, cnn_grpc, image),
+                "cnn_batched": Clients(cnn_b_rest, cnn_b_grpc, image),
+                "floor": Clients(floor_rest, floor_grpc, image),
+            }
+            plain, floor = clients["plain"], clients["floor"]
+            for call in (session_call, function_call):
                 latencies(call, 50)  # warm every path
+            for each in clients.values():
+                latencies(each.rest_call, 50)
+                latencies(each.grpc_call, 50)
             for _ in range(args.rounds):  # interleaved: every figure once per round
                 model = percentile(latencies(session_call, args.requests), 50)
                 record("model_session_p50", model)
@@ -288,21 +361,27 @@ def main() -> int:
                     "model_function_p50", percentile(latencies(function_call, args.requests), 50)
                 )
                 for transport in ("rest", "grpc"):
-                    call = getattr(plain, f"{transport}_call")
-                    p50 = percentile(latencies(call, args.requests), 50)
+                    p50 = percentile(
+                        latencies(getattr(plain, f"{transport}_call"), args.requests), 50
+                    )
+                    bare = percentile(
+                        latencies(getattr(floor, f"{transport}_call"), args.requests), 50
+                    )
                     record(f"{transport}_c1_p50", p50)
                     record(f"{transport}_c1_overhead", p50 - model)
-                    for label, clients in (("plain", plain), ("batched", batched)):
-                        rate, p99 = concurrent_run(
-                            getattr(clients, f"{transport}_call"), args.concurrency, args.seconds
+                    record(f"{transport}_c1_floor", bare)
+                    record(f"{transport}_c1_own", p50 - model - bare)
+                    for model_kind in ("", "cnn_"):
+                        for label in ("plain", "batched"):
+                            call = getattr(clients[f"{model_kind}{label}"], f"{transport}_call")
+                            rate, p99 = concurrent_run(call, c, args.seconds)
+                            record(f"{model_kind}{transport}_c{c}_{label}_rps", rate)
+                            record(f"{model_kind}{transport}_c{c}_{label}_p99", p99)
+                        record(
+                            f"{model_kind}{transport}_batching_gain",
+                            rounds[f"{model_kind}{transport}_c{c}_batched_rps"][-1]
+                            / rounds[f"{model_kind}{transport}_c{c}_plain_rps"][-1],
                         )
-                        record(f"{transport}_c{args.concurrency}_{label}_rps", rate)
-                        record(f"{transport}_c{args.concurrency}_{label}_p99", p99)
-                    record(
-                        f"{transport}_batching_gain",
-                        rounds[f"{transport}_c{args.concurrency}_batched_rps"][-1]
-                        / rounds[f"{transport}_c{args.concurrency}_plain_rps"][-1],
-                    )
             steady = statistics.median(rounds["grpc_c1_p50"])
             first = first_request_trials(base, rest, plain, args.trials)
         results = {name: summary(values) for name, values in rounds.items()}
@@ -316,7 +395,6 @@ def main() -> int:
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "server_overhead.json").write_text(json.dumps(results, indent=1))
-        c = args.concurrency
         ms = 1000.0
         lines = [
             "| figure | value | baseline | goal |",
@@ -331,15 +409,23 @@ def main() -> int:
                 f"model {fmt(results['model_session_p50'], ms)} | — |",
                 f"| {name} server overhead, p50 − model (ms) | "
                 f"{fmt(results[f'{transport}_c1_overhead'], ms)} | 0 | ≤ 0.5 |",
-                f"| {name} c={c} req/s, no batching (p99 ms) | "
-                f"{fmt(results[f'{transport}_c{c}_plain_rps'], 1, 0)} "
-                f"({fmt(results[f'{transport}_c{c}_plain_p99'], ms, 1)}) | — | — |",
-                f"| {name} c={c} req/s, batching (p99 ms) | "
-                f"{fmt(results[f'{transport}_c{c}_batched_rps'], 1, 0)} "
-                f"({fmt(results[f'{transport}_c{c}_batched_p99'], ms, 1)}) | no batching | — |",
-                f"| {name} batching gain (×) | {fmt(results[f'{transport}_batching_gain'])} | 1 "
-                "| ≥ 3 |",
+                f"| {name} frameworks' floor: same client, server that does nothing, p50 (ms) | "
+                f"{fmt(results[f'{transport}_c1_floor'], ms)} | — | — |",
+                f"| {name} local server's own code, p50 − model − floor (ms) | "
+                f"{fmt(results[f'{transport}_c1_own'], ms)} | 0 | — |",
             ]
+            for model_kind, model_name in (("", "MLP"), ("cnn_", "CNN")):
+                key = f"{model_kind}{transport}"
+                lines += [
+                    f"| {name} {model_name} c={c} req/s, no batching (p99 ms) | "
+                    f"{fmt(results[f'{key}_c{c}_plain_rps'], 1, 0)} "
+                    f"({fmt(results[f'{key}_c{c}_plain_p99'], ms, 1)}) | — | — |",
+                    f"| {name} {model_name} c={c} req/s, batching (p99 ms) | "
+                    f"{fmt(results[f'{key}_c{c}_batched_rps'], 1, 0)} "
+                    f"({fmt(results[f'{key}_c{c}_batched_p99'], ms, 1)}) | no batching | — |",
+                    f"| {name} {model_name} batching gain (×) | "
+                    f"{fmt(results[f'{key}_batching_gain'])} | 1 | ≥ 3 |",
+                ]
         lines.append(
             f"| first request to a new version / steady gRPC p50 (×, {args.trials} trials) | "
             f"{fmt(results['first_request_ratio'])} | 1 | ≤ 1.5 in every trial |"
