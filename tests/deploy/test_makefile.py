@@ -95,6 +95,18 @@ def test_serve_without_docker_points_at_the_local_server():
     assert "serve-local" in result.stderr
 
 
+def test_k8s_rollout_runs_the_step_as_a_job_and_wants_one():
+    result = make("-n", "k8s-rollout", "STEP=promote /data/in/mnist-test --min-delta 0.01")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "scripts/k8s_rollout.py --kubectl .venv/bin/kubectl -- "
+        "promote /data/in/mnist-test --min-delta 0.01"
+    ) in result.stdout
+    result = make("k8s-rollout", "STEP=")
+    assert result.returncode == 2
+    assert "say which step" in result.stderr
+
+
 def test_k8s_render_writes_one_file_per_overlay(tmp_path):
     # The venv exists already; never let a test reinstall it.
     result = make("--assume-old=.venv/.installed", "k8s-render", f"RENDER_DIR={tmp_path}")
