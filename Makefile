@@ -38,6 +38,8 @@ REPORT_DIR ?= reports/$(MODEL_NAME)
 # Extra client flags, e.g. SCORE_ARGS=--resume, EVALUATE_ARGS="--min-accuracy 0.98".
 SCORE_ARGS ?= --overwrite
 EVALUATE_ARGS ?=
+# Benchmarks: extra run_all.py flags, e.g. BENCH_ARGS=--quick (one short round of each).
+BENCH_ARGS ?=
 # Images: tags follow the project version (pyproject.toml; k8s/base pins the same tags).
 TRAINER_IMAGE ?= digits-serving/trainer:0.1.0
 CLIENT_IMAGE ?= digits-serving/client:0.1.0
@@ -79,6 +81,9 @@ test: setup ## Run the whole test suite (unit and end-to-end, about 8 minutes on
 
 test-fast: setup ## Run only the fast unit tests.
 	$(BIN)/pytest -m "not e2e and not slow"
+
+bench: setup ## Every benchmark against its baseline (about 30 min on 2 cores); table in benchmarks/RESULTS.md.
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: setup ## ruff on all Python code.
 	$(BIN)/ruff check .

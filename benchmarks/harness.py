@@ -179,6 +179,7 @@ class Report:
         self.name = name
         self.json_out = json_out or RESULTS / f"{name}.json"
         self.figures: list[Figure] = []
+        self.notes: list[str] = []  # Markdown lines shown under the table (e.g. a curve)
         self.details: dict = {}
         self.started = time.time()
         self.load_before = load_average()
@@ -200,11 +201,14 @@ class Report:
             "load_average_before": self.load_before,
             "load_average_after": load_after,
             "figures": [figure.as_json() for figure in self.figures],
+            "notes": self.notes,
             "details": self.details,
         }
         self.json_out.parent.mkdir(parents=True, exist_ok=True)
         self.json_out.write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(f"\n{self.name}: load average before {self.load_before}, after {load_after}")
         print(table([figure.row() for figure in self.figures]))
+        if self.notes:
+            print("\n" + "\n".join(self.notes))
         print(f"wrote {self.json_out}", flush=True)
         return result

@@ -54,24 +54,30 @@ class EpochClock:
         class Clock(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 self.epoch_seconds: list[float] = []
-                self.curve: list[tuple[float, float]] = []  # (training seconds, test accuracy)
-                self.measuring = 0.0
-                self.started = time.perf_counter()
+                # (training seconds, test accuracy, CPU seconds of this process)
+                self.curve: list[tuple[float, float, float]] = []
+                self.measuring = self.measuring_cpu = 0.0
+                self.started, self.started_cpu = time.perf_counter(), time.process_time()
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.epoch_started = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
-                now = time.perf_counter()
+                now, now_cpu = time.perf_counter(), time.process_time()
                 self.epoch_seconds.append(now - self.epoch_started)
                 if test is None:
                     return
                 images, labels = test
                 predicted = self.model.predict(images, batch_size=1000, verbose=0).argmax(axis=1)
                 accuracy = float(np.mean(predicted == labels))
-                self.curve.append((now - self.started - self.measuring, accuracy))
+                seconds = now - self.started - self.measuring
+                cpu = now_cpu - self.started_cpu - self.measuring_cpu
+                self.curve.append((seconds, accuracy, cpu))
                 self.measuring += time.perf_counter() - now
-                print(f"    epoch {epoch + 1}: {self.curve[-1][0]:.1f} s, test {accuracy:.4f}")
+                self.measuring_cpu += time.process_time() - now_cpu
+                print(
+                    f"    epoch {epoch + 1}: {seconds:.1f} s ({cpu:.0f} s CPU), test {accuracy:.4f}"
+                )
                 if stop_at is not None and accuracy >= stop_at:
                     self.model.stop_training = True
 
@@ -179,7 +185,7 @@ def fast_figures(report, dataset, args, workdir: Path) -> None:
     def tutorial_round(round_number: int) -> float:
         clock = EpochClock(test=test, stop_at=0.98)
         tutorial(dataset, 20, round_number + 1, workdir, clock)
-        reached = [seconds for seconds, accuracy in clock.curve if accuracy >= 0.98]
+        reached = [seconds for seconds, accuracy, _ in clock.curve if accuracy >= 0.98]
         return reached[0] if reached else float("inf")
 
     def fast_round(round_number: int) -> float:
@@ -208,13 +214,13 @@ def cnn_figures(report, dataset, args, workdir: Path) -> None:
     metrics = trainer(workdir, clock, model="cnn", preset="fast", **options)
     curve = clock.curve
     for target, limit in ((0.99, 90.0), (0.995, 600.0)):
-        reached = [seconds for seconds, accuracy in curve if accuracy >= target]
+        reached = [(seconds, cpu) for seconds, accuracy, cpu in curve if accuracy >= target]
         report.add(
             harness.Figure(
                 f"`--model cnn --preset fast`, train seconds to test acc {target}",
-                reached[0] if reached else None, goal=f"≤ {limit:.0f} s", limit=limit,
-                unit="s", digits=1, met=bool(reached and reached[0] <= limit),
-                note="" if reached else f"not reached in {len(curve)} epochs",
+                reached[0][0] if reached else None, goal=f"≤ {limit:.0f} s", limit=limit,
+                unit="s", digits=1, met=bool(reached and reached[0][0] <= limit),
+                note=f"{reached[0][1]:.0f} s of CPU" if reached else f"not in {len(curve)} epochs",
             )
         )  # fmt: skip
     report.details["cnn"] = {
@@ -224,8 +230,13 @@ def cnn_figures(report, dataset, args, workdir: Path) -> None:
         "train_seconds": metrics["train_seconds"],
         "training": metrics["training"],
     }
-    print("cnn curve (train seconds, test accuracy):")
-    print("  " + ", ".join(f"{seconds:.0f} s {accuracy:.4f}" for seconds, accuracy in curve))
+    report.notes.append(
+        "cnn curve (train seconds [CPU seconds] → test accuracy after each epoch): "
+        + ", ".join(
+            f"{seconds:.0f} s [{cpu:.0f}] {accuracy:.4f}" for seconds, accuracy, cpu in curve
+        )
+        + f"; published (best validation epoch) {metrics['test_accuracy']:.4f}"
+    )
 
 
 def main() -> int:
