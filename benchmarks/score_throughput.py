@@ -1,20 +1,27 @@
-"""Throughput of `python -m client score` over gRPC against TF Serving's example client pattern.
+"""Throughput of `python -m client score` against the in-process ceiling and TF Serving's
+example client pattern, over gRPC and REST, on the 10,000 MNIST test digits as PNG files.
 
-The baseline is what `tensorflow_serving/example/mnist_client.py` does: one Predict request per
-image, at most `--baseline-concurrency` in flight (the example's default is 1), 5 s deadline.
-Both sides read the same PNG files, decode them with the same `client.preprocess.load_image`,
-and talk to the same server in the same run; the baseline runs in this process (no start-up
-cost), `score` as the real CLI in a subprocess (start-up, listing, metadata call and writing the
-CSV included; the median of --score-runs runs). Both must agree on every prediction.
+    .venv/bin/python benchmarks/score_throughput.py                    # trains a small MLP (~30 s)
+    .venv/bin/python benchmarks/score_throughput.py --model-base-path models/mnist
+    .venv/bin/python benchmarks/score_throughput.py --server grpc://localhost:8500 \\
+        --rest-server http://localhost:8501 --model-base-path models/mnist
 
-    # against a running server
-    python benchmarks/score_throughput.py --server grpc://localhost:8500
-    # or start the local server on a published model for the duration of the run
-    python benchmarks/score_throughput.py --model-base-path models/mnist
+Measured in interleaved rounds (the order rotated each round, so a load spike of a shared
+machine lands on every contender), each a rate in images per second:
 
-Images: N MNIST test digits written as PNGs from the original IDX files (--mnist-dir, default
-$MNIST_DIR or ../shared/data/mnist), or an existing folder with --images. The result table is
-printed and written as JSON to benchmarks/results/score_throughput.json.
+- ceiling: this process decodes every PNG with Pillow and calls the SavedModel's
+  `serving_default` on batches of 256: no server, no client, no files written.
+- score gRPC / REST: the real CLI in a subprocess, the whole command (start-up, listing, the
+  metadata call, decoding, requests, writing the CSV), against the local server, once per
+  --signatures value: serving_default (the client decodes the PNGs and sends pixels) and
+  serving_bytes (the client sends the files, the model decodes them).
+- one image per request: TF Serving's example client pattern (one Predict per image,
+  `Predict.future`, --baseline-concurrency in flight), in this process, same decoding.
+
+Every prediction `score` writes (class id and confidence, over both transports) must equal the
+in-process SavedModel's on every image; the run fails otherwise. Without --server the local
+server is started on free ports. Prints a Markdown table; JSON goes to
+benchmarks/results/score_throughput.json.
 """
 
 from __future__ import annotations
@@ -24,9 +31,7 @@ import contextlib
 import gzip
 import json
 import os
-import platform
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -41,13 +46,21 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from client.outputs import read_rows  # noqa: E402 - after the path tweak, for a plain checkout
+import harness  # noqa: E402 - after the path tweak, for a plain checkout
+
+from client.outputs import read_rows  # noqa: E402
 from client.preprocess import list_images  # noqa: E402
 
+MODEL = "mnist"
+CEILING_BATCH = 256
+PATTERN = "one image per request"
 
-def write_mnist_pngs(mnist_dir: Path, count: int, out: Path) -> Path:
-    """The first `count` MNIST test digits as out/<label>/<index>.png, from the IDX files."""
+
+def write_mnist_pngs(mnist_dir: Path, count: int, out: Path) -> tuple[Path, np.ndarray]:
+    """The first `count` MNIST test digits as out/<label>/<index>.png, from the IDX files;
+    returns the folder and the pixels [count, 28, 28]."""
     from PIL import Image
 
     with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as handle:
@@ -60,13 +73,24 @@ def write_mnist_pngs(mnist_dir: Path, count: int, out: Path) -> Path:
     with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as handle:
         handle.read(8)
         labels = np.frombuffer(handle.read(count), dtype=np.uint8)
-    for index, (image, label) in enumerate(
-        zip(images.reshape(count, rows, cols), labels, strict=True)
-    ):
+    images = images.reshape(count, rows, cols)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         path = out / str(label) / f"{index:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
-    return out
+    return out, images
+
+
+def train_model(repository: Path, mnist_dir: Path) -> Path:
+    """A real trainer export (the tutorial MLP, 1 epoch on 5,000 digits), published as v1."""
+    command = [
+        sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir",
+        str(mnist_dir), "--model", "mlp", "--epochs", "1", "--limit", "5000",
+        "--model-repo", str(repository), "--model-name", MODEL,
+        "--run-dir", str(repository.parent / "run"),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    return repository / MODEL
 
 
 def free_port() -> int:
@@ -76,18 +100,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(model_base_path: Path, model_name: str, log_path: Path) -> Iterator[str]:
-    """`python -m serving` on free ports until the model is AVAILABLE; yields grpc://..."""
+def local_server(model_base_path: Path, log_path: Path) -> Iterator[tuple[str, str]]:
+    """`python -m serving` on free ports until the model is AVAILABLE; yields the gRPC and
+    REST addresses."""
     grpc_port, rest_port = free_port(), free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-             f"--model_name={model_name}", f"--model_base_path={model_base_path.resolve()}"],
+             f"--model_name={MODEL}", f"--model_base_path={model_base_path.resolve()}"],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
-        url = f"http://127.0.0.1:{rest_port}/v1/models/{model_name}"
+        url = f"http://127.0.0.1:{rest_port}/v1/models/{MODEL}"
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
@@ -97,9 +122,9 @@ def local_server(model_base_path: Path, model_name: str, log_path: Path) -> Iter
                 if "AVAILABLE" in states:
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{model_name} not AVAILABLE after 180 s; see {log_path}")
+                raise TimeoutError(f"{MODEL} not AVAILABLE after 180 s; see {log_path}")
             time.sleep(0.3)
-        yield f"grpc://127.0.0.1:{grpc_port}"
+        yield f"grpc://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
     finally:
         process.terminate()
         try:
@@ -108,176 +133,263 @@ def local_server(model_base_path: Path, model_name: str, log_path: Path) -> Iter
             process.kill()
 
 
-def one_image_per_request(
-    server: str, model_name: str, files: list[Path], concurrency: int
-) -> tuple[float, dict[str, int]]:
-    """The example client's pattern: a Predict per image, `concurrency` futures in flight."""
+def newest_version(model_base_path: Path) -> Path:
+    versions = [p for p in model_base_path.iterdir() if p.name.isdigit()]
+    if not versions:
+        raise ValueError(f"{model_base_path} has no published version")
+    return max(versions, key=lambda p: int(p.name))
+
+
+class Ceiling:
+    """Pillow decode + the SavedModel in this process, batches of 256: the rate no client of
+    a server on the same machine can beat by much. Its first run keeps the predictions."""
+
+    def __init__(self, version_dir: Path, files: list[str]) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.files = files
+        self.signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        self.predictions: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, _round: int) -> float:
+        from PIL import Image
+
+        started = time.perf_counter()
+        ids, confidences = [], []
+        for start in range(0, len(self.files), CEILING_BATCH):
+            batch = []
+            for path in self.files[start : start + CEILING_BATCH]:
+                with Image.open(path) as image:
+                    batch.append(np.asarray(image.convert("L")))
+            pixels = np.stack(batch)[..., None]
+            outputs = self.signature(images=self.tf.constant(pixels))
+            probabilities = outputs["probabilities"].numpy()
+            class_ids = outputs["class_ids"].numpy()
+            ids.append(class_ids)
+            confidences.append(probabilities[np.arange(len(class_ids)), class_ids])
+        seconds = time.perf_counter() - started
+        if not self.predictions:
+            self.predictions = dict(
+                zip(
+                    self.files,
+                    zip(np.concatenate(ids).tolist(), np.concatenate(confidences), strict=True),
+                    strict=True,
+                )
+            )
+        return len(self.files) / seconds
+
+
+def one_image_per_request(server: str, files: list[str], concurrency: int) -> float:
+    """TF Serving's example client pattern: one Predict per image through `Predict.future`, at
+    most `concurrency` in flight (a semaphore released by each reply's callback)."""
     import grpc
 
     from client.preprocess import load_image
     from client.transport import parse_server, protos
-    from client.transport.grpc_transport import CHANNEL_OPTIONS, to_numpy, to_tensor_proto
+    from client.transport.grpc_transport import CHANNEL_OPTIONS, to_tensor_proto
 
     pb = protos.load()
     channel = grpc.insecure_channel(parse_server(server).target, options=CHANNEL_OPTIONS)
     stub = pb.prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    predictions: dict[str, int] = {}
     errors: list[str] = []
     slots = threading.Semaphore(concurrency)
-    done = threading.Event()
-    remaining = [len(files)]
+    finished = threading.Event()
+    outstanding = [len(files)]
     lock = threading.Lock()
 
-    def callback(name: str):
-        def finished(future) -> None:
-            try:
-                outputs = future.result().outputs
-                predictions[name] = int(np.argmax(to_numpy(outputs["probabilities"])))
-            except grpc.RpcError as error:
-                errors.append(f"{name}: {error.code().name}")
-            finally:
-                slots.release()
-                with lock:
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        done.set()
-
-        return finished
+    def done(future) -> None:
+        try:
+            future.result()
+        except grpc.RpcError as error:
+            errors.append(error.code().name)
+        slots.release()
+        with lock:
+            outstanding[0] -= 1
+            if outstanding[0] == 0:
+                finished.set()
 
     started = time.perf_counter()
     for path in files:
-        # The same decoding as `score --preprocess none`: only the request pattern differs.
         image = load_image(path, height=28, width=28, channels=1, mode="none")[None]
         request = pb.predict_pb2.PredictRequest()
-        request.model_spec.name = model_name
+        request.model_spec.name = MODEL
         request.inputs["images"].CopyFrom(to_tensor_proto(image))
         slots.acquire()
-        future = stub.Predict.future(request, 5.0)
-        future.add_done_callback(callback(path.as_posix()))
+        stub.Predict.future(request, 5.0).add_done_callback(done)
     if files:
-        done.wait()
+        finished.wait()
     seconds = time.perf_counter() - started
     channel.close()
     if errors:
         raise RuntimeError(f"{len(errors)} baseline requests failed, e.g. {errors[0]}")
-    return seconds, predictions
+    return len(files) / seconds
 
 
-def decode_all(files: list[Path]) -> float:
-    """Seconds one thread needs to decode every file: the part of the work batching cannot cut."""
-    from client.preprocess import load_image
-
-    started = time.perf_counter()
-    for path in files:
-        load_image(path, height=28, width=28, channels=1, mode="none")
-    return time.perf_counter() - started
-
-
-def score_cli(server: str, model_name: str, folder: Path, out: Path, args) -> float:
-    command = [
+def score_command(server: str, folder: Path, out: Path, flags: list[str]) -> list[str]:
+    return [
         sys.executable, "-m", "client", "score", str(folder), "--out", str(out), "--overwrite",
-        "--server", server, "--model", model_name, "--batch-size", str(args.batch_size),
-        "--concurrency", str(args.concurrency), "--preprocess", "none",
-        "--decode-processes", str(args.decode_processes),
+        "--server", server, "--model", MODEL, *flags,
     ]  # fmt: skip
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"score exited with {result.returncode}: {result.stderr.strip()}")
-    return seconds
+
+
+class ScoreRun:
+    """The real CLI in a subprocess; every run's rows are checked against the ceiling's
+    predictions (class id, and confidence as the shortest float32 decimal)."""
+
+    def __init__(self, command: list[str], out: Path, folder: Path, ceiling: Ceiling) -> None:
+        self.command, self.out, self.folder, self.ceiling = command, out, folder, ceiling
+        self.disagreements: list[int] = []
+
+    def __call__(self, _round: int) -> float:
+        started = time.perf_counter()
+        result = subprocess.run(self.command, cwd=REPO_ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"score exited with {result.returncode}: {result.stderr.strip()}")
+        self.disagreements.append(self.check())
+        return len(self.ceiling.files) / seconds
+
+    def check(self) -> int:
+        rows = {os.fspath(self.folder / row["path"]): row for row in read_rows(self.out)}
+        wrong = 0
+        for path, (class_id, confidence) in self.ceiling.predictions.items():
+            row = rows.get(path)
+            expected = float(str(np.float32(confidence)))
+            if row is None or row["class_id"] != class_id or row["confidence"] != expected:
+                wrong += 1
+        return wrong + len(set(rows) - set(self.ceiling.predictions))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--server", help="A running server, grpc://HOST:PORT.")
-    where.add_argument("--model-base-path", type=Path, help="Start the local server on this model.")
-    parser.add_argument("--model", default="mnist", help="Model name (default: mnist).")
+    parser.add_argument("--server", help="A running server's gRPC address (grpc://HOST:PORT).")
+    parser.add_argument("--rest-server", help="The same server's REST address (http://HOST:PORT).")
+    parser.add_argument(
+        "--model-base-path",
+        type=Path,
+        help="The model (its newest version is the ceiling's; without --server the local "
+        "server serves it). Default: train a small MLP with the trainer.",
+    )
     parser.add_argument("--n", type=int, default=10_000, help="MNIST test digits to score.")
-    parser.add_argument("--images", type=Path, help="Use this folder of PNGs instead.")
-    default_mnist = os.environ.get("MNIST_DIR") or str(REPO_ROOT.parent / "shared/data/mnist")
-    parser.add_argument("--mnist-dir", type=Path, default=Path(default_mnist))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--decode-processes", type=int, default=0)
-    parser.add_argument("--baseline-concurrency", type=int, default=1)
+    parser.add_argument("--mnist-dir", type=Path, default=harness.MNIST_DIR)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--score-runs",
-        type=int,
-        default=3,
-        help="Runs of `score`; the median counts (a run is short, so one noisy moment of a "
-        "shared machine would otherwise decide the figure).",
+        "--score-flags",
+        default="--batch-size 256",
+        help="Flags of every `client score` run (default: %(default)s).",
     )
     parser.add_argument(
-        "--json-out", type=Path, default=REPO_ROOT / "benchmarks/results/score_throughput.json"
+        "--signatures",
+        nargs="+",
+        default=["serving_default", "serving_bytes"],
+        help="`score --signature` values to measure, over each transport (default: %(default)s).",
     )
+    parser.add_argument("--baseline-concurrency", type=int, default=16)
+    parser.add_argument("--json-out", type=Path, default=harness.RESULTS / "score_throughput.json")
     args = parser.parse_args()
+    if args.server and not (args.rest_server and args.model_base_path):
+        parser.error("--server needs --rest-server and --model-base-path (the ceiling's model)")
 
+    report = harness.Report("score_throughput", args.json_out)
     with tempfile.TemporaryDirectory(prefix="score-throughput-") as scratch:
         scratch = Path(scratch)
-        folder = args.images or write_mnist_pngs(args.mnist_dir, args.n, scratch / "images")
-        files = list_images(folder)
+        base = args.model_base_path or train_model(scratch / "repository", args.mnist_dir)
+        folder, _ = write_mnist_pngs(args.mnist_dir, args.n, scratch / "images")
+        files = [os.fspath(path) for path in list_images(folder)]
         if args.server:
-            server_context = contextlib.nullcontext(args.server)
+            servers = contextlib.nullcontext((args.server, args.rest_server))
         else:
-            server_context = local_server(args.model_base_path, args.model, scratch / "server.log")
-        with server_context as server:
-            one_image_per_request(server, args.model, files[:50], 1)  # warm the server up
-            baseline_seconds, baseline = one_image_per_request(
-                server, args.model, files, args.baseline_concurrency
+            servers = local_server(base, scratch / "server.log")
+        with servers as (grpc_server, rest_server):
+            ceiling = Ceiling(newest_version(base), files)
+            flags = args.score_flags.split()
+            runs = {
+                f"{transport} {signature}": ScoreRun(
+                    score_command(
+                        server,
+                        folder,
+                        scratch / "preds.csv",
+                        [*flags, "--signature", signature],
+                    ),
+                    scratch / "preds.csv",
+                    folder,
+                    ceiling,
+                )
+                for transport, server in (("gRPC", grpc_server), ("REST", rest_server))
+                for signature in args.signatures
+            }
+            ceiling(0)  # warm: the model's first call traces, the files enter the page cache
+            one_image_per_request(grpc_server, files[:200], args.baseline_concurrency)
+            rounds = harness.interleave(
+                args.rounds,
+                {
+                    "ceiling": ceiling,
+                    **runs,
+                    PATTERN: lambda _round: one_image_per_request(
+                        grpc_server, files, args.baseline_concurrency
+                    ),
+                },
             )
-            score_runs = [
-                score_cli(server, args.model, folder, scratch / "preds.csv", args)
-                for _ in range(max(1, args.score_runs))
-            ]
-            score_seconds = statistics.median(score_runs)
-            rows = read_rows(scratch / "preds.csv")
-        decode_seconds = decode_all(files)
+    summaries = {name: harness.summary(values) for name, values in rounds.items()}
 
-    scored = {(folder / row["path"]).as_posix(): row["class_id"] for row in rows}
-    disagreements = sum(scored.get(path) != cls for path, cls in baseline.items())
-    results = {
-        "images": len(files),
-        "server": args.server or f"local server on {args.model_base_path}",
-        "baseline": {
-            "pattern": "one Predict per image (tensorflow_serving/example/mnist_client.py)",
-            "concurrency": args.baseline_concurrency,
-            "requests": len(files),
-            "seconds": round(baseline_seconds, 3),
-            "images_per_second": round(len(files) / baseline_seconds, 1),
-        },
-        "score": {
-            "pattern": "python -m client score (subprocess: start-up and CSV included)",
-            "batch_size": args.batch_size,
-            "concurrency": args.concurrency,
-            "requests": -(-len(files) // args.batch_size),
-            "decode_processes": args.decode_processes,
-            "seconds": round(score_seconds, 3),
-            "all_runs_seconds": [round(seconds, 3) for seconds in score_runs],
-            "images_per_second": round(len(files) / score_seconds, 1),
-        },
-        "speedup": round(baseline_seconds / score_seconds, 2),
-        # Both clients decode every PNG with client.preprocess.load_image; one thread's time for
-        # that bounds how fast `score` can be on a machine whose cores are busy.
-        "decode_seconds_one_thread": round(decode_seconds, 3),
-        "prediction_disagreements": disagreements,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    def per_round(ours: str, baseline: str) -> list[float]:
+        return [a / b for a, b in zip(rounds[ours], rounds[baseline], strict=True)]
 
-    print(f"{'client':<40} {'requests':>9} {'seconds':>9} {'images/s':>10}")
-    for key in ("baseline", "score"):
-        entry = results[key]
-        label = "one image per request" if key == "baseline" else "client score"
-        rate = entry["images_per_second"]
-        print(f"{label:<40} {entry['requests']:>9} {entry['seconds']:>9.2f} {rate:>10.1f}")
-    print(f"decoding alone (one thread): {decode_seconds:.2f} s")
-    print(f"speed-up: {results['speedup']:.1f}x over {len(files)} images; "
-          f"{disagreements} prediction disagreements; JSON: {args.json_out}")  # fmt: skip
-    return 0 if disagreements == 0 else 1
+    goals = {"gRPC": ("≥ 0.70×", 0.70), "REST": ("≥ 0.50×", 0.50)}
+    for name in runs:
+        transport, signature = name.split()
+        goal, limit = goals[transport]
+        report.add(
+            harness.Figure(
+                f"`client score` {transport} `--signature {signature}`, {len(files):,} MNIST "
+                "PNGs, whole command, img/s vs in-process ceiling",
+                now=summaries[name],
+                baseline=summaries["ceiling"],
+                goal=goal,
+                limit=limit,
+                higher_is_better=True,
+                digits=0,
+                extra={"ratio_per_round": per_round(name, "ceiling")},
+            )
+        )
+    for name in runs:
+        transport, signature = name.split()
+        if transport != "gRPC":
+            continue
+        report.add(
+            harness.Figure(
+                f"`client score` gRPC `--signature {signature}` vs TF Serving's example pattern "
+                f"(one image per request, Predict.future, {args.baseline_concurrency} in "
+                "flight), img/s",
+                now=summaries[name],
+                baseline=summaries[PATTERN],
+                goal="≥ 15×",
+                limit=15.0,
+                higher_is_better=True,
+                digits=0,
+                extra={"ratio_per_round": per_round(name, PATTERN)},
+            )
+        )
+    command = " ".join(["python -m client score IMAGES --out OUT.csv --server ...", *flags])
+    disagreements = {name: run.disagreements for name, run in runs.items()}
+    report.details.update(
+        {
+            "images": len(files),
+            "score_command": command,
+            "ceiling": f"Pillow decode + SavedModel serving_default, batches of {CEILING_BATCH}",
+            "server": args.server or "local server (python -m serving), started by the benchmark",
+            "prediction_disagreements_per_round": disagreements,
+        }
+    )
+    report.finish()
+    for figure in report.figures:
+        ratios = ", ".join(f"{value:.2f}" for value in figure.extra["ratio_per_round"])
+        print(f"{figure.figure}: ratio per round {ratios}")
+    print(f"score runs: {command}")
+    wrong = sum(sum(values) for values in disagreements.values())
+    print(f"predictions differing from the in-process SavedModel: {wrong} (must be 0)")
+    return 0 if wrong == 0 else 1
 
 
 if __name__ == "__main__":
