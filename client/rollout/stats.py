@@ -49,7 +49,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
 class McNemar:
     stable_only: int  # b: images stable got right and canary wrong
     canary_only: int  # c: images canary got right and stable wrong
-    method: str  # "exact binomial", "chi-square (continuity corrected)" or "none"
+    method: str  # "exact binomial", "chi-square (continuity corrected)" or "none: ..."
     statistic: float | None  # the chi-square value; None for the exact test
     p_value: float
 
@@ -85,7 +85,7 @@ def mcnemar_counts(b: int, c: int) -> McNemar:
     if b < 0 or c < 0:
         raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
     if b + c == 0:
-        return McNemar(b, c, "none", None, 1.0)
+        return McNemar(b, c, "none: no image told them apart", None, 1.0)
     if b + c < EXACT_BELOW:
         return McNemar(b, c, "exact binomial", None, exact_binomial_p(b, c))
     statistic = (abs(b - c) - 1) ** 2 / (b + c)

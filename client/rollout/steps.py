@@ -174,7 +174,8 @@ def _move(
 ) -> tuple[rs.RolloutState, rs.ModelEntry]:
     labels = dict(entry.labels)
     for label, version in moves.items():
-        state = state.moved(target.model, label, labels.get(label), version, step)
+        if labels.get(label) != version:  # a step repeated records no move
+            state = state.moved(target.model, label, labels.get(label), version, step)
         labels[label] = version
     moved = replace(entry, policy="specific", labels=labels)
     moved = replace(moved, pins=pins_for(state, moved, versions_on_disk(target)))

@@ -54,7 +54,7 @@ def test_mcnemar_exact_binomial_for_few_discordant_pairs() -> None:
     # One discordant pair: P = 2 * 1/2 = 1; five all on one side: 2 / 32.
     assert stats.mcnemar_counts(0, 1).p_value == 1.0
     assert stats.mcnemar_counts(0, 5).p_value == pytest.approx(0.0625)
-    assert stats.mcnemar_counts(0, 0).method == "none"
+    assert stats.mcnemar_counts(0, 0).method.startswith("none")
 
 
 def test_mcnemar_chi_square_with_continuity_correction_from_25_pairs() -> None:
