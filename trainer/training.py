@@ -214,27 +214,66 @@ def make_pipeline(images, labels, num_classes, batch_size, shuffle, augment, see
         # Pixels stay 0..255: the model's own Rescaling layer scales them, as in serving.
         pixels = tf.cast(tf.gather(all_images, indices), tf.float32)
         if augmenter is not None:
-            pixels = augmenter(pixels, training=True)
+            pixels = augmenter(pixels)
         return pixels, tf.one_hot(tf.gather(all_labels, indices), num_classes)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _augmenter(augment: str, seed: int | None):
+    """A function of a float batch [N, H, W, C], or None for `none`."""
     if augment == "none":
         return None
     import keras
 
-    layers = []
-    if augment in ("flip", "full"):
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if augment in ("light", "full"):
-        layers += [
-            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed),
-            keras.layers.RandomRotation(0.025, fill_mode="constant", seed=seed),  # about 9 deg
-            keras.layers.RandomZoom(0.08, fill_mode="constant", seed=seed),
-        ]
-    return keras.Sequential(layers, name="augment")
+    flip = keras.layers.RandomFlip("horizontal", seed=seed) if augment in ("flip", "full") else None
+    shift = augment in ("light", "full")
+
+    def apply(pixels):
+        if flip is not None:
+            pixels = flip(pixels, training=True)
+        if shift:
+            pixels = _random_affine(pixels, seed)
+        return pixels
+
+    return apply
+
+
+def _random_affine(pixels, seed: int | None, shift=0.08, degrees=9.0, zoom=0.08):
+    """Shift by up to `shift` of the size, rotate by up to `degrees`, zoom by up to `zoom`.
+
+    One bilinear resampling per image with the three composed, where Keras' RandomTranslation,
+    RandomRotation and RandomZoom resample three times: the input pipeline of an epoch of
+    48,000 digits took 3-4 s of CPU with those three layers, under 2 s with this.
+    """
+    import math
+
+    import tensorflow as tf
+
+    count = tf.shape(pixels)[0]
+    height = tf.cast(tf.shape(pixels)[1], tf.float32)
+    width = tf.cast(tf.shape(pixels)[2], tf.float32)
+
+    def uniform(limit, offset):
+        op_seed = None if seed is None else seed + offset
+        return tf.random.uniform([count], -limit, limit, seed=op_seed)
+
+    angle = uniform(math.radians(degrees), 0)
+    scale = 1.0 + uniform(zoom, 1)
+    shift_x, shift_y = uniform(shift, 2) * width, uniform(shift, 3) * height
+    # The transform maps each output pixel to the input point it samples: rotate and scale
+    # about the centre, then shift.
+    a0, a1 = scale * tf.cos(angle), -scale * tf.sin(angle)
+    b0, b1 = scale * tf.sin(angle), scale * tf.cos(angle)
+    centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
+    a2 = centre_x - a0 * centre_x - a1 * centre_y - shift_x
+    b2 = centre_y - b0 * centre_x - b1 * centre_y - shift_y
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=pixels, transforms=transforms, output_shape=tf.shape(pixels)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )  # fmt: skip
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int):

@@ -55,6 +55,9 @@ def test_train_help_documents_every_dataset_kind() -> None:
         (["--image-size", "big"], "image size must be N or HEIGHTxWIDTH"),
         (["--model-repo", "m", "--model-name", "a/b"], "use a plain folder name"),
         (["--dataset", "cifar"], "unknown data set 'cifar'"),
+        (["--preset", "turbo"], "--preset 'turbo': choose one of fast"),
+        (["--preset", "fast", "--model", "resnet"], "--preset fast is defined for --model mlp"),
+        (["--steps-per-execution", "0"], "--steps-per-execution must be at least 1"),
     ],
 )
 def test_train_rejects_bad_options_in_one_line(
@@ -215,3 +218,46 @@ def test_tensorflow_starts_without_its_noise_unless_verbose() -> None:
     loud = run_python("-c", code.format("True"), timeout=120)
     assert loud.returncode == 0
     assert "oneDNN" in loud.stderr or "cudart_stub" in loud.stderr, loud.stderr
+
+
+def _parsed_config(arguments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The TrainConfig `train` would run with these arguments (the run itself replaced)."""
+    from trainer import cli, training
+
+    seen = []
+    monkeypatch.setattr(training, "run", seen.append)
+    monkeypatch.setattr(cli, "_quiet_tensorflow", lambda: None)
+    result = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "run"), *arguments])
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
+def test_defaults_stay_the_tutorials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _parsed_config([], tmp_path, monkeypatch)
+    assert (config.model, config.optimizer, config.learning_rate, config.schedule) == (
+        "mlp", "adam", 1e-3, "constant",
+    )  # fmt: skip
+    assert (config.batch_size, config.epochs, config.validation_split) == (64, 20, 0.2)
+    assert config.preset is None and config.augment == "none"
+
+
+def test_preset_fast_sets_what_it_says_and_given_options_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.training import PRESETS
+
+    config = _parsed_config(["--preset", "fast"], tmp_path, monkeypatch)
+    for key, value in PRESETS["fast"]["mlp"].items():
+        assert getattr(config, key) == value, key
+    # The network and the validation split are not the preset's to change.
+    assert (config.model, config.validation_split, config.optimizer) == ("mlp", 0.2, "adam")
+
+    config = _parsed_config(
+        ["--preset", "fast", "--epochs", "3", "--batch-size", "64"], tmp_path, monkeypatch
+    )
+    assert (config.epochs, config.batch_size) == (3, 64)
+    assert config.learning_rate == PRESETS["fast"]["mlp"]["learning_rate"]
+
+    config = _parsed_config(["--preset", "fast", "--model", "cnn"], tmp_path, monkeypatch)
+    for key, value in PRESETS["fast"]["cnn"].items():
+        assert getattr(config, key) == value, key

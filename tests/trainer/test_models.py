@@ -38,10 +38,14 @@ def test_leaky_relu_and_l2_reach_every_hidden_layer() -> None:
     assert all(layer.kernel_regularizer is not None for layer in dense)
 
 
-def test_cnn_uses_batch_norm_and_stays_small() -> None:
+def test_cnn_has_one_conv_with_batch_norm_per_resolution_and_stays_small() -> None:
     model = build_model("cnn", (28, 28, 1), 10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convs] == [32, 64, 128]
+    # Each conv sees a resolution half the previous one's: 28, 14, 7.
+    assert [layer.input.shape[1] for layer in convs] == [28, 14, 7]
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds.count("Conv2D") == 4 and kinds.count("BatchNormalization") == 4
+    assert kinds.count("BatchNormalization") == 3 and kinds.count("MaxPooling2D") == 3
     assert 100_000 < model.count_params() < 300_000
     assert model.output_shape == (None, 10)
 
@@ -104,6 +108,9 @@ def test_augmentation_changes_training_batches_only_when_asked() -> None:
     moved = next(iter(make_pipeline(images, labels, 2, 8, True, "light", seed=1)))[0].numpy()
     np.testing.assert_array_equal(plain, images.astype(np.float32))
     assert not np.array_equal(moved, plain)
+    # One shift/rotation/zoom per image: the square moves but keeps about its brightness.
+    assert moved.min() >= 0 and moved.max() <= 255
+    assert moved.sum() == pytest.approx(plain.sum(), rel=0.25)
     # Evaluation pipelines never augment, whatever is asked.
     held_out = next(iter(make_pipeline(images, labels, 2, 8, False, "light", seed=1)))[0].numpy()
     np.testing.assert_array_equal(held_out, images.astype(np.float32))

@@ -56,3 +56,21 @@ def test_an_unusable_model_repo_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(RunError, match=r"--model-repo: cannot create .*repo-file/mnist"):
         run(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_steps_per_execution_changes_no_update(idx_dir: Path, tmp_path: Path) -> None:
+    """32 batches per call into TensorFlow train the same weights as Keras' one (seeded)."""
+    import keras
+
+    weights = []
+    for steps in (1, 32):
+        run_dir = tmp_path / f"steps-{steps}"
+        config = TrainConfig(
+            dataset=f"idx:{idx_dir}", epochs=2, batch_size=4, seed=11, run_dir=run_dir,
+            steps_per_execution=steps, progress="lines",
+        )  # fmt: skip
+        run(config)
+        weights.append(keras.saving.load_model(run_dir / "best.keras").get_weights())
+    for one, many in zip(*weights, strict=True):
+        np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
