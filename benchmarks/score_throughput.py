@@ -49,11 +49,11 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import harness  # noqa: E402 - after the path tweak, for a plain checkout
+from server_overhead import MODEL, train_model  # noqa: E402 - the same small trainer export
 
 from client.outputs import read_rows  # noqa: E402
 from client.preprocess import list_images  # noqa: E402
 
-MODEL = "mnist"
 CEILING_BATCH = 256
 PATTERN = "one image per request"
 
@@ -79,18 +79,6 @@ def write_mnist_pngs(mnist_dir: Path, count: int, out: Path) -> tuple[Path, np.n
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
     return out, images
-
-
-def train_model(repository: Path, mnist_dir: Path) -> Path:
-    """A real trainer export (the tutorial MLP, 1 epoch on 5,000 digits), published as v1."""
-    command = [
-        sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir",
-        str(mnist_dir), "--model", "mlp", "--epochs", "1", "--limit", "5000",
-        "--model-repo", str(repository), "--model-name", MODEL,
-        "--run-dir", str(repository.parent / "run"),
-    ]  # fmt: skip
-    subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-    return repository / MODEL
 
 
 def free_port() -> int:

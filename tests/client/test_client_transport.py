@@ -277,3 +277,34 @@ def test_version_labels_are_sent_over_both_transports(fake, transport_kind):
         with pytest.raises(ClientError) as caught:
             transport.predict(ModelSpec(label="canary"), {"images": images})
     assert caught.value.code == "NOT_FOUND" and "canary" in caught.value.message
+
+
+def test_rest_reads_the_environment_once_not_per_request(fake, monkeypatch, tmp_path):
+    # requests looks for ~/.netrc on every request of a session that trusts the environment;
+    # the transport reads proxies, CA bundle and .netrc once, when it is made.
+    import requests.sessions
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    with connect("https://models.invalid:8501") as remote:
+        assert remote._session.proxies["https"] == "http://proxy.invalid:3128"
+
+    def no_lookup(url, raise_errors=False):
+        raise AssertionError(f"~/.netrc looked up for {url}")
+
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", no_lookup)
+    with connect(fake.rest_url) as transport:
+        for _ in range(3):
+            reply = transport.predict(ModelSpec(), {"images": np.zeros((2, 28, 28, 1), np.uint8)})
+            assert reply.outputs["class_ids"].tolist() == [0, 0]
+
+
+def test_a_call_can_bring_its_own_retry_policy(fake, transport_kind):
+    with connect(fake.url(transport_kind), retries=3) as transport:
+        transport.retry = RetryPolicy(retries=3, initial_backoff=0.001)
+        fake.behaviour.unavailable_next = 1
+        with pytest.raises(ClientError, match="try again"):
+            transport.predict(
+                ModelSpec(), {"images": np.zeros((1, 28, 28, 1), np.uint8)},
+                retry=RetryPolicy(retries=0),
+            )  # fmt: skip
+        assert fake.behaviour.predict_calls == 1
