@@ -137,69 +137,46 @@ def schema():
         return _schema
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    field_type = descriptor_pb2.FieldDescriptorProto
-    optional, repeated = field_type.LABEL_OPTIONAL, field_type.LABEL_REPEATED
+    kinds = descriptor_pb2.FieldDescriptorProto
+
+    def add(message, name: str, number: int, kind: str, repeated=False, oneof=None) -> None:
+        """A field; `kind` is a scalar type name ("string") or a message name (".tensorflow...")."""
+        options = {"oneof_index": oneof} if oneof is not None else {}
+        if kind.startswith("."):
+            options.update(type=kinds.TYPE_MESSAGE, type_name=kind)
+        else:
+            options.update(type=getattr(kinds, f"TYPE_{kind.upper()}"))
+        label = kinds.LABEL_REPEATED if repeated else kinds.LABEL_OPTIONAL
+        message.field.add(name=name, number=number, label=label, **options)
+
+    package = ".tensorflow.serving"
     proto = descriptor_pb2.FileDescriptorProto(
         name="common/rollout_state/model_server_config.proto",
-        package="tensorflow.serving",
+        package=package[1:],
         syntax="proto3",
     )
     policy = proto.message_type.add(name="ServableVersionPolicy")
-    latest = policy.nested_type.add(name="Latest")
-    latest.field.add(name="num_versions", number=1, type=field_type.TYPE_UINT32, label=optional)
+    add(policy.nested_type.add(name="Latest"), "num_versions", 1, "uint32")
     policy.nested_type.add(name="All")
-    specific = policy.nested_type.add(name="Specific")
-    specific.field.add(name="versions", number=1, type=field_type.TYPE_INT64, label=repeated)
+    add(policy.nested_type.add(name="Specific"), "versions", 1, "int64", repeated=True)
     policy.oneof_decl.add(name="policy_choice")
     for name, number in (("latest", 100), ("all", 101), ("specific", 102)):
-        policy.field.add(
-            name=name,
-            number=number,
-            type=field_type.TYPE_MESSAGE,
-            label=optional,
-            type_name=f".tensorflow.serving.ServableVersionPolicy.{name.capitalize()}",
-            oneof_index=0,
-        )
+        add(policy, name, number, f"{package}.ServableVersionPolicy.{name.capitalize()}", oneof=0)
     model = proto.message_type.add(name="ModelConfig")
     entry = model.nested_type.add(name="VersionLabelsEntry")
     entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=field_type.TYPE_STRING, label=optional)
-    entry.field.add(name="value", number=2, type=field_type.TYPE_INT64, label=optional)
-    model.field.add(name="name", number=1, type=field_type.TYPE_STRING, label=optional)
-    model.field.add(name="base_path", number=2, type=field_type.TYPE_STRING, label=optional)
-    model.field.add(name="model_platform", number=4, type=field_type.TYPE_STRING, label=optional)
-    model.field.add(
-        name="model_version_policy",
-        number=7,
-        type=field_type.TYPE_MESSAGE,
-        label=optional,
-        type_name=".tensorflow.serving.ServableVersionPolicy",
-    )
-    model.field.add(
-        name="version_labels",
-        number=8,
-        type=field_type.TYPE_MESSAGE,
-        label=repeated,
-        type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry",
-    )
-    config_list = proto.message_type.add(name="ModelConfigList")
-    config_list.field.add(
-        name="config",
-        number=1,
-        type=field_type.TYPE_MESSAGE,
-        label=repeated,
-        type_name=".tensorflow.serving.ModelConfig",
-    )
+    add(entry, "key", 1, "string")
+    add(entry, "value", 2, "int64")
+    add(model, "name", 1, "string")
+    add(model, "base_path", 2, "string")
+    add(model, "model_platform", 4, "string")
+    add(model, "model_version_policy", 7, f"{package}.ServableVersionPolicy")
+    add(model, "version_labels", 8, f"{package}.ModelConfig.VersionLabelsEntry", repeated=True)
+    add(proto.message_type.add(name="ModelConfigList"), "config", 1, f"{package}.ModelConfig",
+        repeated=True)  # fmt: skip
     server = proto.message_type.add(name="ModelServerConfig")
     server.oneof_decl.add(name="config")
-    server.field.add(
-        name="model_config_list",
-        number=1,
-        type=field_type.TYPE_MESSAGE,
-        label=optional,
-        type_name=".tensorflow.serving.ModelConfigList",
-        oneof_index=0,
-    )
+    add(server, "model_config_list", 1, f"{package}.ModelConfigList", oneof=0)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     descriptor = pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig")

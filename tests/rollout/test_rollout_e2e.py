@@ -132,10 +132,12 @@ def test_publish_canary_promote_rollback(
 
         # A gate that cannot pass: nothing moves, exit 3, the report says why.
         before = config.read_text()
-        failed = rollout(
-            repo, server, "promote", str(labelled_folder), "--report-dir",
-            str(tmp_path / "refused"), "--min-delta", "0.9", "--timeout", "60",
-        )  # fmt: skip
+
+        def promote(report: str, *thresholds: str):
+            return rollout(repo, server, "promote", str(labelled_folder), "--report-dir",
+                           str(tmp_path / report), *thresholds, "--timeout", "60")  # fmt: skip
+
+        failed = promote("refused", "--min-delta", "0.9")
         assert failed.returncode == 3, failed.stderr
         assert "gate failed, stable stays on version 1" in failed.stderr
         assert "below --min-delta +0.9" in failed.stderr
@@ -148,10 +150,7 @@ def test_publish_canary_promote_rollback(
         # Version 3 trained, version 1 did not: the default gate (not worse, no significant
         # loss) passes once the per-class tolerance lets the untrained model's favourite class
         # go down.
-        passed = rollout(
-            repo, server, "promote", str(labelled_folder), "--report-dir",
-            str(tmp_path / "promoted"), "--max-regression", "1", "--timeout", "60",
-        )  # fmt: skip
+        passed = promote("promoted", "--max-regression", "1")
         assert passed.returncode == 0, passed.stderr
         assert "promoted: stable 1 -> 3" in passed.stdout
         report = json.loads((tmp_path / "promoted" / "report.json").read_text())

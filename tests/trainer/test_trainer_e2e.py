@@ -206,6 +206,8 @@ def test_same_seed_same_model_next_version_and_keep(published_model, tmp_path: P
     """Re-run the fixture's command into a copy of its repository, with --keep 1."""
     repo = tmp_path / "models"
     shutil.copytree(published_model.repo, repo)
+    # Without rollout state: its labels would keep version 1 from --keep (test_publish.py).
+    (repo / "models.config").unlink()
     run_dir = tmp_path / "run"
     fixture = json.loads((published_model.run_dir / "metrics.json").read_text())
     mnist_dir = fixture["training"]["data_dir"]
