@@ -178,12 +178,24 @@ def encode(array: np.ndarray):
 
     array = np.asarray(array)
     field = _TYPED_FIELD.get(array.dtype)
+    if field is None and array.dtype.kind in "OSU":
+        values = array.ravel().tolist()
+        if all(isinstance(value, bytes) for value in values):  # what sessions return
+            proto = _shaped(tensor_pb2.TensorProto(dtype=DT_STRING), array.shape)
+            proto.string_val.extend(values)
+            return proto
     if field is None:
-        # Strings go to string_val and half floats to half_val: make_tensor_proto does both.
+        # Half floats go to half_val (as bit patterns), text to UTF-8: make_tensor_proto knows
+        # how. It costs ~45 us a call, so the bytes that sessions return are filled above.
         return tf.make_tensor_proto(array)
     proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
-    proto.tensor_shape.SetInParent()  # a scalar has a shape too: no dims
-    for size in array.shape:
-        proto.tensor_shape.dim.add().size = size
+    _shaped(proto, array.shape)
     getattr(proto, field).extend(array.ravel().tolist())
+    return proto
+
+
+def _shaped(proto, shape: tuple[int, ...]):
+    proto.tensor_shape.SetInParent()  # a scalar has a shape too: no dims
+    for size in shape:
+        proto.tensor_shape.dim.add().size = size
     return proto
