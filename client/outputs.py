@@ -79,31 +79,62 @@ def to_row(result: ScoredImage) -> dict:
 
 def to_rows(results: list[ScoredImage]) -> list[dict]:
     """`to_row` of each result, their probabilities rounded in one call."""
+    return [
+        {
+            "path": escape_name(result.path),
+            "class_id": result.class_id,
+            "class": _text(result.class_name),
+            "confidence": confidence,
+            "top_k": [
+                {"class_id": class_id, "confidence": probability}
+                for (class_id, _, _), probability in zip(result.top_k, ranked, strict=True)
+            ],
+            "model_version": result.model_version,
+            "error": _text(result.error),
+            "warning": _text(result.warning),
+        }
+        for result, confidence, ranked in _rounded(results)
+    ]
+
+
+def _rounded(results: list[ScoredImage]):
+    """(result, its confidence, its top-k probabilities) with every number rounded by `_number`,
+    all of them in one call."""
     probabilities: list[float] = []
     for result in results:
         if result.confidence is not None:
             probabilities.append(result.confidence)
         probabilities.extend(probability for _, _, probability in result.top_k)
-    numbers = iter(_numbers(probabilities))
-    rows = []
+    numbers = _numbers(probabilities)
+    position = 0
     for result in results:
-        confidence = None if result.confidence is None else next(numbers)
-        rows.append(
-            {
-                "path": escape_name(result.path),
-                "class_id": result.class_id,
-                "class": _text(result.class_name),
-                "confidence": confidence,
-                "top_k": [
-                    {"class_id": class_id, "confidence": next(numbers)}
-                    for class_id, _, _ in result.top_k
-                ],
-                "model_version": result.model_version,
-                "error": _text(result.error),
-                "warning": _text(result.warning),
-            }
-        )
-    return rows
+        confidence = None
+        if result.confidence is not None:
+            confidence = numbers[position]
+            position += 1
+        ranked = numbers[position : position + len(result.top_k)]
+        position += len(result.top_k)
+        yield result, confidence, ranked
+
+
+def _csv_table(results: list[ScoredImage]) -> list[list]:
+    """`csv_values(to_row(result))` of each result, without the dicts in between."""
+    return [
+        [
+            escape_name(result.path),
+            "" if result.class_id is None else result.class_id,
+            _text(result.class_name) or "",
+            "" if confidence is None else confidence,
+            ";".join(
+                f"{class_id}:{probability}"
+                for (class_id, _, _), probability in zip(result.top_k, ranked, strict=True)
+            ),
+            result.model_version or "",
+            _text(result.error) or "",
+            _text(result.warning) or "",
+        ]
+        for result, confidence, ranked in _rounded(results)
+    ]
 
 
 def format_top_k(top_k: list[dict]) -> str:
@@ -290,12 +321,18 @@ class PredictionWriter:
             self._flushed_at = now
 
     def _write_pending(self) -> None:
-        rows, self._pending = to_rows(self._pending), []
-        if self.format == "csv":
-            for row in rows:
-                _write_csv_row(self._csv, self._csv_quoting, csv_values(row))
+        results, self._pending = self._pending, []
+        if self.format == "jsonl":
+            self._file.write("".join(orjson.dumps(row).decode() + "\n" for row in to_rows(results)))
+            return
+        table = _csv_table(results)
+        # The text fields a carriage return could be in (the class, error and warning
+        # columns), looked at once for the whole batch: usually none, and one writerows call.
+        if "\r" in "".join(f"{row[2]}{row[6]}{row[7]}" for row in table):
+            for values in table:
+                _write_csv_row(self._csv, self._csv_quoting, values)
         else:
-            self._file.write("".join(orjson.dumps(row).decode() + "\n" for row in rows))
+            self._csv.writerows(table)
 
     def close(self, *, sort: bool = False) -> None:
         if self._file.closed:
