@@ -225,13 +225,21 @@ class ScoreRun:
     """The real CLI in a subprocess; every run's rows are checked against the ceiling's
     predictions (class id, and confidence as the shortest float32 decimal)."""
 
-    def __init__(self, command: list[str], out: Path, folder: Path, ceiling: Ceiling) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        out: Path,
+        folder: Path,
+        ceiling: Ceiling,
+        checkout: Path = REPO_ROOT,
+    ) -> None:
         self.command, self.out, self.folder, self.ceiling = command, out, folder, ceiling
+        self.checkout = checkout  # whose `client` package runs (the working directory wins)
         self.disagreements: list[int] = []
 
     def __call__(self, _round: int) -> float:
         started = time.perf_counter()
-        result = subprocess.run(self.command, cwd=REPO_ROOT, capture_output=True, text=True)
+        result = subprocess.run(self.command, cwd=self.checkout, capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"score exited with {result.returncode}: {result.stderr.strip()}")
@@ -261,7 +269,14 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, default=10_000, help="MNIST test digits to score.")
     parser.add_argument("--mnist-dir", type=Path, default=harness.MNIST_DIR)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        "--score-runs",  # its name before the rounds measured everything, not only `score`
+        dest="rounds",
+        type=int,
+        default=3,
+        help="Interleaved rounds (default: %(default)s).",
+    )
     parser.add_argument(
         "--score-flags",
         default="--batch-size 256",
@@ -274,6 +289,12 @@ def main() -> int:
         help="`score --signature` values to measure, over each transport (default: %(default)s).",
     )
     parser.add_argument("--baseline-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="Another checkout (e.g. `git worktree add /tmp/before REV`, its protos built): its "
+        "`client score` runs in the same rounds, against the same server, with --score-flags.",
+    )
     parser.add_argument("--json-out", type=Path, default=harness.RESULTS / "score_throughput.json")
     args = parser.parse_args()
     if args.server and not (args.rest_server and args.model_base_path):
@@ -307,6 +328,19 @@ def main() -> int:
                 for transport, server in (("gRPC", grpc_server), ("REST", rest_server))
                 for signature in args.signatures
             }
+            if args.before:
+                runs.update(
+                    {
+                        f"{transport} before": ScoreRun(
+                            score_command(server, folder, scratch / "preds.csv", flags),
+                            scratch / "preds.csv",
+                            folder,
+                            ceiling,
+                            checkout=args.before.resolve(),
+                        )
+                        for transport, server in (("gRPC", grpc_server), ("REST", rest_server))
+                    }
+                )
             ceiling(0)  # warm: the model's first call traces, the files enter the page cache
             one_image_per_request(grpc_server, files[:200], args.baseline_concurrency)
             rounds = harness.interleave(
@@ -328,10 +362,13 @@ def main() -> int:
     for name in runs:
         transport, signature = name.split()
         goal, limit = goals[transport]
+        if signature == "before":
+            label = f"`client score` {transport} as of --before {args.before}"
+        else:
+            label = f"`client score` {transport} `--signature {signature}`"
         report.add(
             harness.Figure(
-                f"`client score` {transport} `--signature {signature}`, {len(files):,} MNIST "
-                "PNGs, whole command, img/s vs in-process ceiling",
+                f"{label}, {len(files):,} MNIST PNGs, whole command, img/s vs in-process ceiling",
                 now=summaries[name],
                 baseline=summaries["ceiling"],
                 goal=goal,
@@ -343,7 +380,7 @@ def main() -> int:
         )
     for name in runs:
         transport, signature = name.split()
-        if transport != "gRPC":
+        if transport != "gRPC" or signature == "before":
             continue
         report.add(
             harness.Figure(
