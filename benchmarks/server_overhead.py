@@ -12,12 +12,15 @@ interleaved rounds (median [min-max] over rounds):
   `--enable_batching` (serving/batching.config), for the MLP and for the trainer's CNN
   (untrained: its cost per request, not its accuracy, is what batching amortises);
 - the first request to a newly published version (warmup records included), as a ratio to
-  the steady p50, in every trial.
+  the steady p50, in every trial, beside its control: the first request after the same pause
+  and status polling with no new version (on a shared machine a pause alone makes the next
+  request slower, and that is not the swap's cost).
 
     python benchmarks/server_overhead.py                       # trains a small MLP first (~30 s)
     python benchmarks/server_overhead.py --model-base-path models/mnist
 
-Writes benchmarks/results/server_overhead.json and prints a Markdown table.
+Writes benchmarks/results/server_overhead.json and prints the table (benchmarks/harness.py);
+`make bench` joins it with the others in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import contextlib
 import gzip
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -41,6 +43,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import harness
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -246,44 +251,125 @@ def in_process(version_dir: Path, image: np.ndarray):
     return (lambda: signature.run({"images": batch})), (lambda: function(images=tensor))
 
 
-def first_request_trials(base: Path, rest: str, clients: Clients, trials: int) -> list[float]:
-    """Publish a new version (copy, then rename); time the first request it answers."""
+def first_request_trials(
+    base: Path, rest: str, clients: Clients, trials: int
+) -> tuple[list[float], list[float]]:
+    """Time the first request a newly published version answers (copy, then rename), and, as
+    its control, the first request after the same pause with no new version, alternately.
+
+    The control matters on a shared machine: after 1.5 s idle the first request is slower
+    whatever the server did (caches, scheduler), so "first / steady" alone blames the swap.
+    """
     import requests
 
-    times = []
+    swapped, idle = [], []
     source = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[0]
     for trial in range(trials):
-        version = 100 + trial
-        staging = base / f".staging-{version}"
-        shutil.copytree(source, staging)
-        staging.rename(base / str(version))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = requests.get(f"{rest}/v1/models/{MODEL}", timeout=5).json()
-            states = {int(s["version"]): s["state"] for s in status["model_version_status"]}
-            if states.get(version) == "AVAILABLE":
-                break
-            time.sleep(0.01)
-        started = time.perf_counter()
-        clients.grpc_call()
-        times.append(time.perf_counter() - started)
-        time.sleep(1.5)  # let the old version's unload finish before the next trial
-    return times
+        for publish in (False, True):
+            if publish:
+                version = 100 + trial
+                staging = base / f".staging-{version}"
+                shutil.copytree(source, staging)
+                staging.rename(base / str(version))
+            deadline = time.monotonic() + 120
+            polls = 0
+            while time.monotonic() < deadline:  # the same status polling in both cases
+                status = requests.get(f"{rest}/v1/models/{MODEL}", timeout=5).json()
+                states = {int(s["version"]): s["state"] for s in status["model_version_status"]}
+                polls += 1
+                if (states.get(version) == "AVAILABLE") if publish else polls >= 10:
+                    break
+                time.sleep(0.01)
+            started = time.perf_counter()
+            clients.grpc_call()
+            (swapped if publish else idle).append(time.perf_counter() - started)
+            time.sleep(1.5)  # let the old version's unload finish before the next trial
+    return swapped, idle
 
 
-def summary(values: list[float]) -> dict:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "rounds": values,
-    }
+def in_ms(entry: dict) -> dict:
+    return {**entry, **{k: entry[k] * 1000 for k in ("median", "min", "max")},
+            "rounds": [value * 1000 for value in entry["rounds"]]}  # fmt: skip
 
 
-def fmt(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
-    return (
-        f"{entry['median'] * scale:.{digits}f} "
-        f"[{entry['min'] * scale:.{digits}f}–{entry['max'] * scale:.{digits}f}]"
+def add_figures(report, results: dict, c: int, trials: int) -> None:
+    """The table rows (benchmarks/harness.py), milliseconds where times."""
+    Figure = harness.Figure
+    report.add(
+        Figure(
+            "local server: SavedModel signature in-process, p50",
+            now=in_ms(results["model_session_p50"]),
+            unit="ms",
+            note="the model cost every figure below "
+            "subtracts; tf.function: " + harness.fmt(in_ms(results["model_function_p50"])),
+        )
+    )
+    for transport, name in (("rest", "REST"), ("grpc", "gRPC")):
+        report.add(
+            Figure(
+                f"local server {name}, one image, c=1: overhead = p50 − model",
+                unit="ms",
+                now=in_ms(results[f"{transport}_c1_overhead"]),
+                goal="≤ 0.5 ms",
+                limit=0.5,
+                note=f"p50 {harness.fmt(in_ms(results[f'{transport}_c1_p50']))} ms",
+            )
+        )
+        report.add(
+            Figure(
+                f"local server {name}: the frameworks' floor (same client, a server that does "
+                "nothing: benchmarks/floor_servers.py), p50",
+                unit="ms",
+                now=in_ms(results[f"{transport}_c1_floor"]),
+            )
+        )
+        report.add(
+            Figure(
+                f"local server {name}: its own code, p50 − model − floor",
+                unit="ms",
+                now=in_ms(results[f"{transport}_c1_own"]),
+            )
+        )
+        for kind, model in (("", "MLP"), ("cnn_", "CNN (untrained)")):
+            key = f"{kind}{transport}_c{c}"
+            p99 = (harness.fmt(in_ms(results[f"{key}_{label}_p99"]), digits=1)
+                   for label in ("batched", "plain"))  # fmt: skip
+            report.add(
+                Figure(
+                    f"local server {name} {model}, one image, c={c}: req/s with "
+                    "--enable_batching vs without",
+                    digits=0,
+                    now=results[f"{key}_batched_rps"],
+                    baseline=results[f"{key}_plain_rps"],
+                    goal="≥ 3×",
+                    limit=3.0,
+                    higher_is_better=True,
+                    note="p99 {} ms vs {} ms".format(*p99),
+                )
+            )
+    first = results["first_request_ratio"]
+    report.add(
+        Figure(
+            f"first request to a newly published version / steady gRPC p50 ({trials} trials)",
+            now=first,
+            goal="≤ 1.5× in every trial",
+            met=first["max"] <= 1.5,
+            unit="×",
+        )
+    )
+    report.add(
+        Figure(
+            "control: first request after the same pause, no new version / steady gRPC p50",
+            now=results["idle_first_request_ratio"],
+            unit="×",
+        )
+    )
+    report.add(
+        Figure(
+            "first request to a new version / the control's (trial by trial)",
+            now=results["first_request_vs_idle"],
+            unit="×",
+        )
     )
 
 
@@ -306,6 +392,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    report = harness.Report("server_overhead", json_out=RESULTS / "server_overhead.json")
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))
     try:
         if args.model_base_path:
@@ -383,55 +470,17 @@ def main() -> int:
                             / rounds[f"{model_kind}{transport}_c{c}_plain_rps"][-1],
                         )
             steady = statistics.median(rounds["grpc_c1_p50"])
-            first = first_request_trials(base, rest, plain, args.trials)
-        results = {name: summary(values) for name, values in rounds.items()}
-        results["first_request_ratio"] = summary([t / steady for t in first])
-        results["server_checkout"] = str(args.server_checkout)
-        results["machine"] = {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "platform": platform.platform(),
-        }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "server_overhead.json").write_text(json.dumps(results, indent=1))
-        ms = 1000.0
-        lines = [
-            "| figure | value | baseline | goal |",
-            "| --- | --- | --- | --- |",
-            f"| SavedModel signature in-process, p50 (ms) | {fmt(results['model_session_p50'], ms)}"
-            f" (tf.function: {fmt(results['model_function_p50'], ms)}) | — | — |",
-        ]
-        for transport in ("rest", "grpc"):
-            name = transport.upper() if transport == "rest" else "gRPC"
-            lines += [
-                f"| {name} c=1 p50 (ms) | {fmt(results[f'{transport}_c1_p50'], ms)} | "
-                f"model {fmt(results['model_session_p50'], ms)} | — |",
-                f"| {name} server overhead, p50 − model (ms) | "
-                f"{fmt(results[f'{transport}_c1_overhead'], ms)} | 0 | ≤ 0.5 |",
-                f"| {name} frameworks' floor: same client, server that does nothing, p50 (ms) | "
-                f"{fmt(results[f'{transport}_c1_floor'], ms)} | — | — |",
-                f"| {name} local server's own code, p50 − model − floor (ms) | "
-                f"{fmt(results[f'{transport}_c1_own'], ms)} | 0 | — |",
-            ]
-            for model_kind, model_name in (("", "MLP"), ("cnn_", "CNN")):
-                key = f"{model_kind}{transport}"
-                lines += [
-                    f"| {name} {model_name} c={c} req/s, no batching (p99 ms) | "
-                    f"{fmt(results[f'{key}_c{c}_plain_rps'], 1, 0)} "
-                    f"({fmt(results[f'{key}_c{c}_plain_p99'], ms, 1)}) | — | — |",
-                    f"| {name} {model_name} c={c} req/s, batching (p99 ms) | "
-                    f"{fmt(results[f'{key}_c{c}_batched_rps'], 1, 0)} "
-                    f"({fmt(results[f'{key}_c{c}_batched_p99'], ms, 1)}) | no batching | — |",
-                    f"| {name} {model_name} batching gain (×) | "
-                    f"{fmt(results[f'{key}_batching_gain'])} | 1 | ≥ 3 |",
-                ]
-        lines.append(
-            f"| first request to a new version / steady gRPC p50 (×, {args.trials} trials) | "
-            f"{fmt(results['first_request_ratio'])} | 1 | ≤ 1.5 in every trial |"
+            first, idle = first_request_trials(base, rest, plain, args.trials)
+        results = {name: harness.summary(values) for name, values in rounds.items()}
+        results["first_request_ratio"] = harness.summary([t / steady for t in first])
+        results["idle_first_request_ratio"] = harness.summary([t / steady for t in idle])
+        results["first_request_vs_idle"] = harness.summary(
+            [t / i for t, i in zip(first, idle, strict=True)]
         )
-        print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs, rounds {args.rounds}")
-        print("\n".join(lines))
+        results["server_checkout"] = str(args.server_checkout)
+        report.details = results
+        add_figures(report, results, c, args.trials)
+        report.finish()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
