@@ -121,3 +121,23 @@ def local_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def grpc_predict(target: str, model: str, inputs: dict, signature: str = "") -> tuple[str, str]:
+    """One PredictionService/Predict call of TensorProto `inputs`: (status code name, details),
+    ("OK", "") when it succeeds."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for name, tensor in inputs.items():
+        request.inputs[name].CopyFrom(tensor)
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            stub.Predict(request, timeout=60)
+        except grpc.RpcError as error:
+            return error.code().name, error.details()
+    return "OK", ""

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 import zlib
 
-import grpc
 import numpy as np
 import pytest
 from reliability_support import MODEL, rss_mb
@@ -48,22 +47,12 @@ def png_bomb(side: int) -> bytes:
 
 
 def predict_bytes_grpc(target: str, encoded: bytes) -> tuple[str, str]:
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from harness import grpc_predict
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.signature_name = "serving_bytes"
-    tensor = request.inputs["image_bytes"]
-    tensor.dtype = 7  # DT_STRING
-    tensor.tensor_shape.dim.add().size = 1
-    tensor.string_val.append(encoded)
-    with grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        try:
-            stub.Predict(request, timeout=60)
-        except grpc.RpcError as error:
-            return error.code().name, error.details()
-    return "OK", ""
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)])
+    tensor = tensor_pb2.TensorProto(dtype=7, tensor_shape=shape, string_val=[encoded])  # string
+    return grpc_predict(target, MODEL, {"image_bytes": tensor}, "serving_bytes")
 
 
 def predict_bytes_rest(url: str, encoded: bytes) -> tuple[int, dict]:

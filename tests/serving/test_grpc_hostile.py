@@ -198,21 +198,9 @@ def grpc_server(tmp_path_factory, contract_versions):
 
 
 def call_predict(server, inputs: dict, signature: str = ""):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from harness import grpc_predict
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "mnist"
-    request.model_spec.signature_name = signature
-    for name, tensor in inputs.items():
-        request.inputs[name].CopyFrom(tensor)
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        try:
-            stub.Predict(request, timeout=60)
-        except grpc.RpcError as error:
-            return error.code().name, error.details()
-    return "OK", ""
+    return grpc_predict(server.grpc_target, "mnist", inputs, signature)
 
 
 ALLOWED = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
