@@ -16,15 +16,21 @@ def decode_files(
     (client.preprocess.glyph_check). A module-level function taking plain values, so that
     worker processes can run it too.
     """
-    from client.preprocess import glyph_checks, load_image
+    from client.preprocess import default_max_pixels, glyph_checks, load_image
 
     expected = (height, width, channels)
     order: list[int] = []
     images: list[np.ndarray] = []
     errors: dict[int, str] = {}
+    try:
+        limit = default_max_pixels()  # once per batch: an environment lookup per file shows
+    except ValueError as error:  # a malformed TFS_MAX_IMAGE_PIXELS: every file's reason
+        return order, None, dict.fromkeys(range(len(paths)), one_line(error)), {}
     for index, path in enumerate(paths):
         try:
-            image = load_image(path, height=height, width=width, channels=channels, mode=mode)
+            image = load_image(
+                path, height=height, width=width, channels=channels, mode=mode, max_pixels=limit
+            )
         except ValueError as error:  # ImageError is a ValueError with a one-line reason
             errors[index] = one_line(error)
         except Exception as error:  # one file must never stop the run
