@@ -23,13 +23,16 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from common import contract
+
 PREPROCESS_MODES = ("auto", "mnist", "none")
 
 # Pixel limit checked from the header, before any pixel is decoded: 40 megapixels is a
 # 7700x5200 photo, far more than a classifier of small images needs, and decodes into at most
-# 160 MB of RGBA. Override with TFS_MAX_IMAGE_PIXELS or the `max_pixels` argument.
+# 160 MB of RGBA; the exported serving_bytes signature refuses the same from its header.
+# Override with TFS_MAX_IMAGE_PIXELS or the `max_pixels` argument.
 MAX_PIXELS_ENV = "TFS_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = contract.MAX_IMAGE_PIXELS
 
 # Files up to this size are read whole before decoding; larger ones through their handle, so
 # that a huge file is refused from its header before its data is read.
