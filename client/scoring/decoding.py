@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -66,8 +68,7 @@ def read_files(
     errors: dict[int, str] = {}
     for index, path in enumerate(paths):
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(max_bytes + 1)
+            data = _read(path, max_bytes + 1)
         except FileNotFoundError:
             errors[index] = "file not found"
         except IsADirectoryError:
@@ -89,6 +90,23 @@ def read_files(
     stacked = np.empty(len(contents), dtype=object)
     stacked[:] = contents
     return order, stacked, errors, {}
+
+
+def _read(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of the file: with os.open and os.read, which cost a fraction of
+    open()'s file objects for a file of a few hundred bytes."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(descriptor, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 def process_pool(processes: int):
