@@ -184,7 +184,7 @@ def train(
         typer.Option(
             help="fast: settings that reach the accuracy bar in far less time, for the options "
             "not given (mlp: --batch-size 256 --learning-rate 0.003 --schedule cosine --epochs "
-            "6; cnn: --batch-size 128 --learning-rate 0.002 --schedule cosine --epochs 12 "
+            "10; cnn: --batch-size 128 --learning-rate 0.002 --schedule cosine --epochs 12 "
             "--augment light). The network stays --model's. Default: none (the tutorial's "
             "settings)."
         ),
