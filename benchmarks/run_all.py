@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in this folder, one after another, and one table of them all.
 
     .venv/bin/python benchmarks/run_all.py            # the figures of issue 9 (~30 min on 2 cores)
-    .venv/bin/python benchmarks/run_all.py --quick    # one short round of each (~6 min)
+    .venv/bin/python benchmarks/run_all.py --quick    # one short round of each
     .venv/bin/python benchmarks/run_all.py --only train_speed
 
 First trains one model for the scoring and server benchmarks (`python -m trainer train
