@@ -65,35 +65,44 @@ def model_info(
 
 
 def image_dimensions(encoded):
-    """Graph code: int64 [height, width] an encoded image's header declares, before decoding.
+    """Graph code: int64 [..., 2], the (height, width) each encoded image's header declares.
 
     Reads the fields TensorFlow's own decoders size their buffers by: PNG's IHDR, GIF's logical
     screen, BMP's BITMAPINFOHEADER (absolute values: a negative height is a top-down BMP),
     JPEG's start-of-frame (`tf.io.extract_jpeg_shape`, which parses markers only) and WebP's
-    VP8/VP8L/VP8X chunk. Anything else is [0, 0]: `tf.io.decode_image` refuses it anyway.
+    VP8/VP8L/VP8X chunk. Anything else is (0, 0): `tf.io.decode_image` refuses it anyway.
+    Works on a whole batch at once (a few dozen ops per batch, not per image), JPEG aside.
     """
     import tensorflow as tf
 
-    head = tf.strings.substr(encoded, 0, HEADER_BYTES)  # shorter strings come back shorter
+    flat = tf.reshape(encoded, [-1])
+    head = tf.strings.substr(flat, 0, HEADER_BYTES)  # shorter strings come back shorter
     padded = tf.strings.join([head, tf.constant(b"\0" * HEADER_BYTES)])
-    raw = tf.io.decode_raw(padded, tf.uint8)[:HEADER_BYTES]
+    raw = tf.io.decode_raw(tf.strings.substr(padded, 0, HEADER_BYTES), tf.uint8)  # [N, 32]
     byte = tf.cast(raw, tf.int64)
 
     def starts(offset: int, magic: bytes):
         expected = tf.constant(list(magic), tf.uint8)
-        return tf.reduce_all(tf.equal(raw[offset : offset + len(magic)], expected))
+        return tf.reduce_all(tf.equal(raw[:, offset : offset + len(magic)], expected), axis=1)
 
     def little(offset: int, size: int):
-        return sum(byte[offset + i] * (1 << (8 * i)) for i in range(size))
+        return sum(byte[:, offset + i] * (1 << (8 * i)) for i in range(size))
 
     def big(offset: int, size: int):
-        return sum(byte[offset + i] * (1 << (8 * (size - 1 - i))) for i in range(size))
+        return sum(byte[:, offset + i] * (1 << (8 * (size - 1 - i))) for i in range(size))
 
     def signed32(value):
         return tf.abs(tf.where(value >= 1 << 31, value - (1 << 32), value))
 
     def bits(value, shift: int, count: int):
         return tf.bitwise.bitwise_and(tf.bitwise.right_shift(value, shift), (1 << count) - 1)
+
+    def jpeg(element):
+        return tf.cond(
+            tf.strings.substr(element, 0, 3) == b"\xff\xd8\xff",
+            lambda: tf.cast(tf.io.extract_jpeg_shape(element)[:2], tf.int64),
+            lambda: tf.zeros([2], tf.int64),
+        )
 
     vp8l_bits = little(21, 4)  # 14 bits width - 1, then 14 bits height - 1
     candidates = [  # (is this format, height, width), first match wins
@@ -116,28 +125,37 @@ def image_dimensions(encoded):
             bits(little(26, 2), 0, 14),
         ),
     ]
-    dimensions = tf.cond(
-        starts(0, b"\xff\xd8\xff"),
-        lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64),
-        lambda: tf.zeros([2], tf.int64),
+    is_jpeg = starts(0, b"\xff\xd8\xff")
+    dimensions = tf.cond(  # one JPEG parse per JPEG image, nothing for a batch without one
+        tf.reduce_any(is_jpeg),
+        lambda: tf.map_fn(jpeg, flat, fn_output_signature=tf.TensorSpec([2], tf.int64)),
+        lambda: tf.zeros([tf.shape(flat)[0], 2], tf.int64),
     )
     for matches, height, width in reversed(candidates):
-        dimensions = tf.where(matches, tf.stack([height, width]), dimensions)
-    return dimensions
+        dimensions = tf.where(matches[:, None], tf.stack([height, width], axis=1), dimensions)
+    return tf.reshape(dimensions, tf.concat([tf.shape(encoded), [2]], axis=0))
 
 
 def check_pixels(encoded, max_pixels: int):
-    """Graph code: an op that fails with INVALID_ARGUMENT when the header declares too much."""
+    """Graph code: an op that fails with INVALID_ARGUMENT when any image of the batch
+    `encoded` declares more than `max_pixels`; the message names the first such image's size
+    (formatted only then)."""
     import tensorflow as tf
 
-    dimensions = image_dimensions(encoded)
-    message = tf.strings.format(
-        "image too large to decode: its header declares {}x{} pixels, more than the "
-        f"{max_pixels:,} per image that this model decodes (downscale it before sending it)",
-        (dimensions[1], dimensions[0]),
-    )
-    within = dimensions[0] * dimensions[1] <= max_pixels
-    return tf.debugging.Assert(within, [message], name="check_image_pixels")
+    dimensions = tf.reshape(image_dimensions(encoded), [-1, 2])
+    over = dimensions[:, 0] * dimensions[:, 1] > max_pixels
+
+    def refuse():
+        first = dimensions[tf.argmax(tf.cast(over, tf.int32))]
+        message = tf.strings.format(
+            "image too large to decode: its header declares {}x{} pixels, more than the "
+            f"{max_pixels:,} per image that this model decodes (downscale it before sending it)",
+            (first[1], first[0]),
+        )
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_any(over), refuse, lambda: tf.constant(True), name="check_pixels")
 
 
 def write_saved_model(
@@ -191,10 +209,6 @@ def write_saved_model(
         )
 
     def decode(encoded):
-        with tf.control_dependencies([check_pixels(encoded, max_pixels)]):
-            return decode_checked(tf.identity(encoded))
-
-    def decode_checked(encoded):
         if channels in (1, 3):
             header = tf.strings.substr(encoded, 0, 4)
             native = tf.reduce_any(
@@ -218,6 +232,9 @@ def write_saved_model(
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
     def classify_bytes(image_bytes):
+        # Every header of the batch is checked before the first image is decoded.
+        with tf.control_dependencies([check_pixels(image_bytes, max_pixels)]):
+            image_bytes = tf.identity(image_bytes)
         pixels = tf.map_fn(
             decode,
             image_bytes,
