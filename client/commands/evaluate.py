@@ -129,6 +129,7 @@ def evaluate(
                     spec,
                     files,
                     root=folder,
+                    metadata=metadata,  # fetched above: one metadata call per evaluation
                     batch_size=batch_size,
                     concurrency=concurrency,
                     preprocess=preprocess,

@@ -35,8 +35,10 @@ class BrightnessModel(Transport):
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.metadata_calls = 0
 
     def metadata(self, model) -> ModelMetadata:
+        self.metadata_calls += 1
         signature = SignatureInfo(
             SERVING_DEFAULT,
             inputs={IMAGES_INPUT: TensorInfo(IMAGES_INPUT, "uint8", (-1, 8, 8, 1))},
@@ -105,6 +107,7 @@ def test_folders_named_after_the_classes(tmp_path: Path, fake_model) -> None:
     assert report["most_confident_mistakes"][0]["path"] == "dark/nested/too-light.png"
     assert report["latency_ms"]["p50"] == 2.0 and report["images_per_second"] > 0
     assert sorted(fake_model.batches) == [3, 5, 5]
+    assert fake_model.metadata_calls == 1  # evaluate hands its metadata to the scoring
     assert "accuracy 92.31% on 13 images (0 failed)" in result.output
     for name in ("report.md", "report.html", "confusion_matrix.png", "misclassified.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
