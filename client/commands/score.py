@@ -9,36 +9,23 @@ from typing import Annotated
 
 import typer
 
-from client.commands.common import fail, model_spec, open_transport, server_errors
+from client.commands.common import Connection, connection_options, fail
 from client.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from client.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_INPUT_CHECK,
     DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_MODEL,
     DEFAULT_PREPROCESS,
-    DEFAULT_RETRIES,
-    DEFAULT_RETRY_SECONDS,
-    DEFAULT_SERVER,
-    DEFAULT_SIGNATURE,
-    DEFAULT_TIMEOUT,
     BatchSizeOption,
     ConcurrencyOption,
     InputCheckOption,
-    LabelOption,
     MinConfidenceOption,
-    ModelOption,
     PreprocessOption,
-    RetriesOption,
-    RetrySecondsOption,
-    ServerOption,
-    SignatureOption,
-    TimeoutOption,
-    VersionOption,
 )
 
 
+@connection_options(signature=True, retry_seconds=True)
 def score(
     folder: Annotated[
         Path,
@@ -54,11 +41,7 @@ def score(
             "confidence, top_k, model_version, error, warning.",
         ),
     ],
-    server: ServerOption = DEFAULT_SERVER,
-    model: ModelOption = DEFAULT_MODEL,
-    version: VersionOption = None,
-    label: LabelOption = None,
-    signature: SignatureOption = DEFAULT_SIGNATURE,
+    connection: Connection,
     batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     preprocess: PreprocessOption = DEFAULT_PREPROCESS,
@@ -97,9 +80,6 @@ def score(
     ] = 0,
     min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
     input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
-    timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    retries: RetriesOption = DEFAULT_RETRIES,
-    retry_seconds: RetrySecondsOption = DEFAULT_RETRY_SECONDS,
 ) -> None:
     """Score every file under FOLDER and write one row per file to --out.
 
@@ -133,10 +113,8 @@ def score(
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
-    spec = model_spec(model, version, label, signature)
-    transport = open_transport(
-        server, timeout=timeout, retries=retries, max_connections=concurrency
-    )
+    spec = connection.model
+    transport = connection.open(max_connections=concurrency)
     listed, unreadable = find_images(folder)
     if unreadable and not unreadable[0].name:
         fail(f"cannot list {escape_name(str(folder))}: {unreadable[0].reason}", EXIT_USAGE)
@@ -175,7 +153,7 @@ def score(
         failed_result(item.name, f"cannot list folder: {item.reason}") for item in unreadable
     ]
     scored = failed = folders = warned = 0
-    with transport, server_errors(server, spec):
+    with transport, connection.errors():
         # Check the server and the signature before touching --out: a failed start must not
         # leave an empty predictions file that the next run would refuse to overwrite.
         metadata = transport.metadata(spec)  # the run's only metadata call
@@ -208,10 +186,10 @@ def score(
                 preprocess=preprocess,
                 top_k=top_k,
                 decode_processes=decode_processes,
-                timeout=timeout,
+                timeout=connection.timeout,
                 input_check=input_check,
                 min_confidence=min_confidence,
-                retry_seconds=retry_seconds,
+                retry_seconds=connection.retry_seconds,
             )
             pending = list(reversed(unlisted))  # merged into the rows in listing order
             for result in results:
