@@ -137,7 +137,8 @@ class Figure:
                 self.met = value >= self.limit if self.higher_is_better else value <= self.limit
 
     def row(self) -> str:
-        ratio = "—" if self.ratio is None else f"{self.ratio:.2f}×"
+        # Three significant digits: 0.254× must not print as a goal of ≤ 0.25× met.
+        ratio = "—" if self.ratio is None else f"{self.ratio:.3g}×"
         met = {True: "yes", False: "**no**", None: "—"}[self.met]
         now = fmt(self.now, digits=self.digits, unit=self.unit)
         if self.note:
