@@ -182,18 +182,15 @@ def train(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="fast: settings that reach the accuracy bar in far less time, for the options "
-            "not given (mlp: --batch-size 256 --learning-rate 0.003 --schedule cosine --epochs "
-            "10; cnn: --batch-size 128 --learning-rate 0.002 --schedule cosine --epochs 12 "
-            "--augment light). The network stays --model's. Default: none (the tutorial's "
-            "settings)."
+            help="fast: bigger batches, a higher rate and a cosine schedule for the options "
+            "not given (values: docs/trainer.md); the network stays --model's."
         ),
     ] = None,
     steps_per_execution: Annotated[
         int,
         typer.Option(
-            help="Batches per call into TensorFlow: the same updates as 1 (Keras' default) "
-            "without Keras' per-batch overhead; progress and callbacks see every Nth batch."
+            help="Batches per call into TensorFlow: the same updates as 1 (Keras' default), "
+            "without its per-batch overhead."
         ),
     ] = 32,
     run_dir: Annotated[
