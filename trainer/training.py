@@ -613,6 +613,8 @@ def _run(config: TrainConfig, extra_callbacks: Sequence) -> RunResult:
             say(f"removed stale staging folders: {', '.join(published.cleaned)}")
         if published.pruned:
             say(f"pruned versions: {', '.join(map(str, published.pruned))}")
+        if published.note:  # why pruning kept versions, or why the rollout state was not started
+            say(f"note: {published.note}")
     write_metrics()
     say(f"reports: {run_dir}")
     return result
