@@ -76,7 +76,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,client,dev]"
 	@touch $@
 
-test: setup ## Run the whole test suite (unit and end-to-end, about 8 minutes on 2 cores).
+test: setup ## Run the whole test suite (unit and end-to-end, about 15 minutes on 2 cores).
 	$(BIN)/pytest
 
 test-fast: setup ## Run only the fast unit tests.
