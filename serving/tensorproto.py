@@ -71,6 +71,11 @@ class Budget:
             raise RequestTooLarge(self.used, self.limit)
 
 
+# The largest product of an empty tensor's non-zero dimensions that numpy can shape at any
+# item size (16 bytes: complex128).
+_MAX_EMPTY_EXTENT = np.iinfo(np.intp).max // 16
+
+
 def _parse_error(name: str) -> ServingError:
     return invalid_argument(f"tensor parsing error: {name}")
 
@@ -81,6 +86,11 @@ def _shape(name: str, proto) -> tuple[int, ...]:
         raise _parse_error(name)
     dims = tuple(dim.size for dim in shape.dim)
     if any(size < 0 for size in dims):
+        raise _parse_error(name)
+    # An empty tensor may have huge other dimensions ([0, 3e8, 7e9] is valid to TensorFlow);
+    # numpy cannot shape one whose other dimensions overflow its byte count. Refused as a parse
+    # error rather than let reshape() raise (that was an UNKNOWN answer, found by the fuzzer).
+    if 0 in dims and math.prod(size for size in dims if size) > _MAX_EMPTY_EXTENT:
         raise _parse_error(name)
     return dims
 
@@ -151,7 +161,9 @@ def _via_tensorflow(name: str, proto) -> np.ndarray:
 
     try:
         return tf.make_ndarray(proto)
-    except (TypeError, ValueError, tf.errors.OpError):
+    except (TypeError, ValueError, OverflowError, tf.errors.OpError):
+        # OverflowError: e.g. bfloat16 half_val -1, which numpy will not put in a uint16 (found
+        # by the fuzzer; TensorFlow would keep the low 16 bits).
         raise _parse_error(name) from None
 
 

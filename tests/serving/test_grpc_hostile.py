@@ -57,6 +57,19 @@ def test_unknown_or_negative_dimensions_are_refused():
     assert refused(unknown) == Code.INVALID_ARGUMENT
 
 
+def test_empty_tensors_with_huge_other_dimensions_are_a_parse_error():
+    """Found by test_fuzz_decode_answers_an_array_or_a_clean_refusal: [0, 335407109, 6874758905]
+    float made numpy's reshape raise ValueError (an UNKNOWN answer); small ones still decode."""
+    for dtype in (1, 7, 18):  # float, string, complex128
+        assert refused(proto(dtype, [0, 335407109, 6874758905])) == Code.INVALID_ARGUMENT
+    assert decode("x", proto(1, [0, 5, 2**20]), Budget(MB)).shape == (0, 5, 2**20)
+
+
+def test_bfloat16_bit_patterns_numpy_cannot_hold_are_a_parse_error():
+    """Found by the same fuzzer: DT_BFLOAT16 with half_val -1 was an OverflowError (UNKNOWN)."""
+    assert refused(proto(types_pb2.DT_BFLOAT16, [], half_val=[-1])) == Code.INVALID_ARGUMENT
+
+
 def test_tensor_content_must_hold_exactly_the_shapes_bytes():
     assert refused(proto(4, [1, 28, 28, 1], tensor_content=bytes(783))) == Code.INVALID_ARGUMENT
     assert refused(proto(1, [2], tensor_content=bytes(9))) == Code.INVALID_ARGUMENT
