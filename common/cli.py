@@ -14,6 +14,23 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 
+class OneLineError(Exception):
+    """A failure the user can fix, said in one line, and the exit code the CLI ends with.
+
+    Library code raises it (it never prints or exits); the command turns it into
+    `error: <message>` and `exit_code`, as OneLineErrors does for click's usage errors, whose
+    `exit_code` it keeps the same way. A subclass sets its usual code as the class attribute
+    `exit_code`; a raise site that means another passes it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
 class OneLineErrors(TyperGroup):
     """A typer group (`typer.Typer(cls=OneLineErrors)`) whose usage errors are one line:
     `error: <what is wrong> (see 'python -m client score --help')`, exit code 2. `typer.Abort`

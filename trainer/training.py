@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import OneLineError
 from trainer import data as data_module
 from trainer import gate
 
@@ -47,12 +48,10 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
-class RunError(Exception):
+class RunError(OneLineError):
     """A run that cannot proceed; the message is one line for the user. `exit_code` for the CLI."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 2
 
 
 @dataclass
