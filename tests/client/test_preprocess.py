@@ -385,3 +385,107 @@ def test_the_batch_glyph_check_judges_each_image_alone(mnist_dir: Path) -> None:
     assert notes == [glyph_check(image) for image in batch]
     assert sum(note is not None for note in notes) >= 18  # the noise, specks and blank pages
     assert any("separate marks" in (note or "") for note in notes)
+
+
+# -- the plain-PNG path ------------------------------------------------------------------------
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk of a PNG."""
+    chunks, position = [], 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        start = position + 8
+        chunks.append((data[position + 4 : start], data[start : start + length]))
+        position += length + 12
+    return chunks
+
+
+def png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    import zlib
+
+    out = [b"\x89PNG\r\n\x1a\n"]
+    for kind, payload in chunks:
+        crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+        out.append(len(payload).to_bytes(4, "big") + kind + payload + crc)
+    return b"".join(out)
+
+
+def pillow_reader(data: bytes, channels: int = 1) -> np.ndarray | str:
+    """What Pillow's full PNG reader makes of `data` for load_image: pixels, or the reason."""
+    from client import preprocess
+
+    try:
+        image = preprocess._decode_stream(io.BytesIO(data), preprocess.DEFAULT_MAX_PIXELS)
+    except ImageError as error:
+        return str(error)
+    return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+
+
+def test_plain_pngs_decode_as_pillow_reads_them(mnist_dir: Path) -> None:
+    from client import preprocess
+
+    rng = np.random.default_rng(3)
+    digits = load_mnist_test(mnist_dir, 50)[0]
+    gray = [encode(Image.fromarray(image), "PNG") for image in digits]
+    colour = encode(Image.fromarray(rng.integers(0, 256, (31, 17, 3), dtype=np.uint8)), "PNG")
+    # Pillow writes one IDAT chunk; other encoders split the data over several.
+    (header, idat, end) = png_chunks(gray[0])
+    split = png_from_chunks([header, (b"IDAT", idat[1][:7]), (b"IDAT", idat[1][7:]), end])
+    for data, channels in [*((g, 1) for g in gray), (colour, 3), (split, 1)]:
+        image = preprocess._plain_png(data, preprocess.DEFAULT_MAX_PIXELS)
+        assert image is not None, "the plain path declined a plain PNG"
+        np.testing.assert_array_equal(np.asarray(image), pillow_reader(data, channels))
+    pixels = load28(gray[0], mode="auto")[..., 0]
+    np.testing.assert_array_equal(pixels, digits[0])
+
+
+def test_plain_png_path_leaves_everything_else_to_pillow() -> None:
+    from client import preprocess
+
+    digit = Image.fromarray(drawn_digit())
+    plain = encode(digit, "PNG")
+    header, idat, end = png_chunks(plain)
+    declined = {
+        "text chunk": encode(digit, "PNG", pnginfo=_text_info()),
+        "interlaced": _interlaced(plain),  # Pillow writes no interlaced PNGs
+        "palette": encode(digit.convert("P"), "PNG"),
+        "16-bit": encode(Image.fromarray(drawn_digit().astype(np.uint16) * 257), "PNG"),
+        "grey with alpha": encode(digit.convert("LA"), "PNG"),
+        "bad header checksum": plain[:29] + bytes([plain[29] ^ 1]) + plain[30:],
+        "truncated data": png_from_chunks([header, (b"IDAT", idat[1][: len(idat[1]) // 2]), end]),
+        "corrupt data": png_from_chunks([header, (b"IDAT", b"\x78\x9c" + b"\xff" * 40), end]),
+        "no IEND": plain[:-12],
+        "cut inside a chunk": plain[:-20],
+        "chunk between IDATs": png_from_chunks([header, idat, (b"tEXt", b"a\x00b"), idat, end]),
+    }
+    for name, data in declined.items():
+        assert preprocess._plain_png(data, preprocess.DEFAULT_MAX_PIXELS) is None, name
+        try:
+            ours: np.ndarray | str = load28(data, mode="none")[..., 0]
+        except ImageError as error:
+            ours = str(error)
+        theirs = pillow_reader(data)
+        if isinstance(theirs, str) or isinstance(ours, str):
+            assert ours == theirs, name
+        else:
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+    # Over the pixel limit: declined, and Pillow's reader words the refusal.
+    assert preprocess._plain_png(plain, 28 * 28 - 1) is None
+    with pytest.raises(ImageError, match=r"^image too large: 28x28 pixels \(limit 783\)$"):
+        load_image(plain, height=28, width=28, channels=1, max_pixels=28 * 28 - 1)
+
+
+def _text_info():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "scanned")
+    return info
+
+
+def _interlaced(plain: bytes) -> bytes:
+    """`plain` with its IHDR saying Adam7 (the data is then wrong for it: Pillow's reader
+    decides what that means)."""
+    header, idat, end = png_chunks(plain)
+    return png_from_chunks([(b"IHDR", header[1][:12] + b"\x01"), idat, end])
