@@ -218,7 +218,8 @@ class RestApi:
     # ---- blocking handlers (run on worker threads) -------------------------------------------
 
     def _predict_like(self, spec: RequestSpec, verb: str, body: bytes) -> tuple[bytes, int]:
-        document = restjson.parse_body(body)
+        parse = restjson.parse_predict_body if verb == "predict" else restjson.parse_body
+        document = parse(body)
         spec = RequestSpec(spec.name, spec.version, spec.label, restjson.signature_name(document))
         if verb == "predict":
             resolved = self.dataplane.resolve_for_rest(spec)

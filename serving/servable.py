@@ -99,6 +99,11 @@ def _feedable(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return array
 
 
+# ConfigProto.inter_op_parallelism_threads: "Negative value means all operations are performed
+# in caller's thread."
+INLINE_OPS = -1
+
+
 class SessionRuntime:
     """A SavedModel loaded the way TF Serving loads every SavedModel, TF1 or TF2: the `serve`
     MetaGraphDef imported into a session, variables restored and init ops run
@@ -106,6 +111,12 @@ class SessionRuntime:
 
     Callables are prepared once per (feeds, fetches) combination and are safe to call from many
     threads at once, as DirectSession::RunCallable is.
+
+    A request's ops run on the thread that asked (ConfigProto inter_op_parallelism_threads < 0)
+    instead of being handed to TensorFlow's inter-op pool and waited for: for one image through
+    the MNIST MLP that hop was more than half of the run (262 -> 121 us in-process, 623 -> 447
+    us after a 2 ms idle gap). Each request already has its own thread (gRPC's pool, REST's,
+    a batch thread); ops still split their own work over the intra-op pool.
     """
 
     def __init__(self, path: Path) -> None:
@@ -113,7 +124,9 @@ class SessionRuntime:
         from tensorflow.python.util import deprecation
 
         self.graph = tf.Graph()
-        config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        config = tf.compat.v1.ConfigProto(
+            allow_soft_placement=True, inter_op_parallelism_threads=INLINE_OPS
+        )
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         with self.graph.as_default(), deprecation.silence():
             tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))

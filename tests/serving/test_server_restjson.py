@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import numpy as np
 import orjson
@@ -70,6 +71,66 @@ FLOAT64 = TensorSpec("d", np.dtype(np.float64), 2, (None,))
 )
 def test_the_one_call_numeric_path_decides_as_the_per_value_path(raw, specs):
     assert outcome(raw, specs, with_body=True) == outcome(raw, specs, with_body=False)
+
+
+def predict_outcome(raw: bytes, specs: dict, parse):
+    """As the REST predict handler decodes `raw`, with the given parser."""
+    try:
+        document = parse(raw)
+        name = restjson.signature_name(document)
+        inputs, form = restjson.decode_predict(document, specs, body=raw)
+    except ServingError as error:
+        return "error", error.code, error.message
+    return name, form, {key: (a.dtype, a.shape, a.tobytes()) for key, a in inputs.items()}
+
+
+def integer_bodies() -> list[bytes]:
+    """Integer nests, written as clients write them and with one character spoiled."""
+    bodies = [
+        b"[01, 2]", b"[1 2]", b"[1 2,]", b"[-, 2]", b"[1-2]", b"[--1]", b"[-0, 0]", b"[[1,2],[3]]",
+        b"[[1,2],3]", b"[[]]", b"[]", b"[1234567890123456789]", b"[123456789012345678]",
+        b"[2147483648]", b"[16777216]", b"[16777215, -3]", b"[[[1]],[[2],[3]]]",
+        b"[[[1],[2]],[[3]]]",
+        b"[\n1,\t2\r]", b"[1,]", b"[,1]", b"[[1],,[2]]", b"[1]]", b"[[1]", b"[1]\x0b", b"[1e5]",
+        b"[9223372036854775807]", b"[-9223372036854775808]", b"[[-1, 256], [7, 8]]",
+    ]  # fmt: skip
+    bodies = [
+        b'{"' + key + b'": ' + text + b"}" for text in bodies for key in (b"instances", b"inputs")
+    ]
+    bodies += [
+        b' {"signature_name": "x", "inputs": [1]} ', b'{"inputs": [1], "signature_name": "y"}',
+        b'{"signature_name": "a", "inputs": [1], "signature_name": "b"}',
+        b'{"instances": [1], "inputs": [2]}', b'{"instances": [[1, 2]], "extra": 1}',
+    ]  # fmt: skip
+    generator = np.random.default_rng(9)
+    for _ in range(150):
+        shape = generator.integers(1, 4, size=generator.integers(1, 5))
+        values = generator.integers(-300, 300, size=shape).tolist()
+        key = "instances" if generator.random() < 0.5 else "inputs"
+        text = orjson.dumps({key: values}).decode()
+        if generator.random() < 0.6:
+            at = int(generator.integers(len(text)))
+            text = (
+                text[:at]
+                + str(generator.choice(["", "[", "]", ",", "-", "0", " "]))
+                + text[at + 1 :]
+            )
+        bodies.append(text.encode())
+    return bodies
+
+
+@pytest.mark.parametrize(
+    "spec", [UINT8, FLOATS, INT64, BYTES, TensorSpec("u", np.dtype(np.uint64), 23, (None,))]
+)
+def test_integer_bodies_read_from_the_bytes_decide_as_the_general_path(spec):
+    read_from_bytes = 0
+    for raw in integer_bodies():
+        fast = predict_outcome(raw, {spec.key: spec}, restjson.parse_predict_body)
+        assert fast == predict_outcome(raw, {spec.key: spec}, restjson.parse_body), raw
+        with contextlib.suppress(ServingError):
+            document = restjson.parse_predict_body(raw)
+            read_from_bytes += any(isinstance(v, restjson.DenseIntegers) for v in document.values())
+    assert read_from_bytes > 50  # the comparison covered the fast path, not only the fallback
 
 
 def test_row_and_columnar_decode_the_same_tensor():
