@@ -381,7 +381,7 @@ def is_predictions_file(path: Path) -> bool:
     return start.startswith(b'{"path":') and b'"class_id":' in start
 
 
-def own_outputs(files: list[Path]) -> set[Path]:
+def own_outputs(files: list[Path] | list[str]) -> set[Path] | set[str]:
     """The files among `files` that score or evaluate wrote: predictions files and the files of
     evaluate's report folders. Scoring them would add rows about our own outputs."""
     found: set[Path] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def score(
     """
     from client.names import escape_name, name_order
     from client.outputs import PredictionWriter, output_format, own_outputs
-    from client.preprocess import find_images
+    from client.preprocess import find_image_names
     from client.scoring import (
         failed_result,
         image_input,
@@ -115,35 +116,41 @@ def score(
         fail(str(error), EXIT_USAGE)
     spec = connection.model
     transport = connection.open(max_connections=concurrency)
-    listed, unreadable = find_images(folder)
+    listed, unreadable = find_image_names(folder)
     if unreadable and not unreadable[0].name:
         fail(f"cannot list {escape_name(str(folder))}: {unreadable[0].reason}", EXIT_USAGE)
     # The predictions file may live in the folder it describes: never score it, nor the other
-    # predictions files and evaluation reports that score and evaluate left there.
-    out_path = out.resolve()
-    files = [path for path in listed if path.name != out_path.name or path.resolve() != out_path]
-    ours = own_outputs(files)
+    # predictions files and evaluation reports that score and evaluate left there. Plain
+    # strings: a Path per file costs a noticeable part of a run over a folder of small images.
+    out_path = os.fspath(out.resolve())
+    out_name = os.path.basename(out_path)
+    listed = [
+        (name, path)
+        for name, path in listed
+        if os.path.basename(path) != out_name or os.path.realpath(path) != out_path
+    ]
+    ours = own_outputs([path for _, path in listed])
     if ours:
-        files = [path for path in files if path not in ours]
+        listed = [(name, path) for name, path in listed if path not in ours]
         shown = ", ".join(escape_name(relative_name(path, folder)) for path in sorted(ours)[:3])
         print(
             f"note: not scoring {len(ours)} file(s) that score or evaluate wrote ({shown}"
             f"{', ...' if len(ours) > 3 else ''})",
             file=sys.stderr,
         )
-    if not files and not unreadable:
+    if not listed and not unreadable:
         fail(
             f"no files to score in {escape_name(str(folder))} (it is empty, or holds only hidden "
             "files and our own outputs); point score at a folder of images",
             EXIT_USAGE,
         )
-    names = [relative_name(path, folder) for path in files]
     if shard_count > 1:
-        selected = [i for i, name in enumerate(names) if shard_of(name, shard_count) == shard_index]
-        files, names = [files[i] for i in selected], [names[i] for i in selected]
+        listed = [item for item in listed if shard_of(item[0], shard_count) == shard_index]
         unreadable = [
             item for item in unreadable if shard_of(item.name, shard_count) == shard_index
         ]
+    names = [name for name, _ in listed]
+    files = [path for _, path in listed]
     # A folder that cannot be listed gets an error row in its place: its files are unknown, and
     # the exit code says the run is incomplete, as for a file that cannot be read.
     for item in unreadable:

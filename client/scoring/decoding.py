@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
@@ -93,18 +94,17 @@ def read_files(
 
 
 def _read(path: str, limit: int) -> bytes:
-    """At most `limit` bytes of the file: with os.open and os.read, which cost a fraction of
+    """At most `limit` bytes of the file, with os.open and os.read, which cost a fraction of
     open()'s file objects for a file of a few hundred bytes."""
+    from client.preprocess import read_descriptor
+
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        chunks, size = [], 0
-        while size < limit:
-            chunk = os.read(descriptor, limit - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        return read_descriptor(descriptor, size, limit)
     finally:
         os.close(descriptor)
 
