@@ -57,23 +57,6 @@ def failed_checks(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
 
 
-@pytest.mark.slow
-def test_the_repository_passes():
-    # The real tree, with relative paths from the repository root, as `make k8s-check` runs it.
-    result = subprocess.run(
-        [sys.executable, "scripts/k8s_check.py", "--k8s-dir", "k8s",
-         "--checkov", ".venv-tools/bin/checkov" if HAVE_CHECKOV else ""],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "k8s-check: all checks passed" in result.stdout
-    for check in ("render cpu", "render gpu", "schemas cpu", "hadolint Dockerfile.gpu",
-                  "hadolint Dockerfile.client", "serving config models.config"):  # fmt: skip
-        assert f"ok    {check}" in result.stdout
-    if HAVE_CHECKOV:
-        assert "ok    checkov" in result.stdout
-
-
 # Each case breaks one thing the way a careless edit would, and names the check that must catch it.
 BREAKAGES = {
     "yaml syntax": (
@@ -151,21 +134,35 @@ def test_policy_violation_fails_checkov(repo_copy):
 
 
 @pytest.mark.slow
-def test_make_k8s_check_passes_then_fails_on_a_broken_manifest(repo_copy):
-    """The Makefile target itself, as CI runs it, on a copy of k8s/: intact, then broken."""
-    # Without .venv-tools, `make k8s-check` would first install checkov: skip the linter then
-    # (the break below is a schema error, which needs no checkov to catch).
-    overrides = [] if HAVE_CHECKOV else ["CHECKOV=", "--assume-old=.venv-tools/.installed"]
+def test_make_k8s_check_passes_on_the_repository_then_fails_on_a_broken_manifest(repo_copy):
+    """The Makefile target itself, as CI runs it: on the repository's own tree with every check
+    (checkov too, where .venv-tools has it), then on a copy of k8s/ with a broken manifest."""
     # The venv exists already (the test runs in it); never let a test reinstall it.
-    # A relative K8S_DIR, as in the Makefile's default (k8s): every tool must resolve it.
-    k8s_dir = os.path.relpath(repo_copy / "k8s", REPO_ROOT)
     command = ["make", "--no-print-directory", "-C", str(REPO_ROOT), "k8s-check",
-               "--assume-old=.venv/.installed", f"K8S_DIR={k8s_dir}", *overrides]  # fmt: skip
-    intact = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+               "--assume-old=.venv/.installed"]  # fmt: skip
+    # Without .venv-tools, `make k8s-check` would first install checkov: skip the linter then.
+    no_checkov = ["CHECKOV=", "--assume-old=.venv-tools/.installed"]
+    # The real tree, with the Makefile's default relative K8S_DIR (k8s).
+    intact = subprocess.run(
+        command + ([] if HAVE_CHECKOV else no_checkov),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
     assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "k8s-check: all checks passed" in intact.stdout
+    for check in ("render cpu", "render gpu", "schemas cpu", "hadolint Dockerfile.gpu",
+                  "hadolint Dockerfile.client", "serving config models.config"):  # fmt: skip
+        assert f"ok    {check}" in intact.stdout
+    if HAVE_CHECKOV:
+        assert "ok    checkov" in intact.stdout
 
     edit(repo_copy / "k8s/base/hpa-tf-serving.yaml", "maxReplicas: 8", "maxReplicas: eight")
-    broken = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    # Another relative K8S_DIR: every tool must resolve it. The break is a schema error, which
+    # needs no checkov to catch (checkov's own case is test_policy_violation_fails_checkov).
+    k8s_dir = os.path.relpath(repo_copy / "k8s", REPO_ROOT)
+    broken = subprocess.run(
+        [*command, f"K8S_DIR={k8s_dir}", *no_checkov],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
     assert broken.returncode != 0, broken.stdout
     assert "FAIL  schemas cpu" in broken.stdout
     # Every rendering (overlays alone and with components) on both Kubernetes versions.
