@@ -31,6 +31,12 @@ _SPECIAL = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
 
 
+def needs_escape(name: str) -> bool:
+    """False when `escape_name(name)` is `name` itself (also for many names joined: one test
+    for a whole batch of rows)."""
+    return _SPECIAL.search(name) is not None
+
+
 def escape_name(name: str) -> str:
     """The documented text form of a file name (or a relative path): see the module docstring."""
     if _SPECIAL.search(name) is None:

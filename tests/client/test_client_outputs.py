@@ -143,3 +143,23 @@ def test_predictions_files_get_the_mode_the_umask_gives_like_the_reports(tmp_pat
         assert stat.S_IMODE(out.stat().st_mode) == mode
     finally:
         os.umask(previous)
+
+
+def test_numbers_are_the_shortest_float32_decimals_in_pythons_notation() -> None:
+    # The one-call path (orjson) against the plain definition, where the notations part ways:
+    # exponents below 1e-4 and from 1e16, negative zero, the float32 extremes, and the values
+    # JSON cannot write.
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            rng.random(2000, dtype=np.float32),
+            rng.random(2000, dtype=np.float32) ** 30,
+            rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+            np.array([0.0, -0.0, 1.0, 1e-4, 9.99e-5, 1e16, 9.9e15, 1e-45, 3.4e38], np.float32),
+        ]
+    )
+    finite = values[np.isfinite(values)].tolist()
+    expected = [repr(float(text)) for text in np.asarray(finite, np.float32).astype(str).tolist()]
+    assert outputs._number_texts(finite) == expected
+    assert outputs._numbers(finite) == [float(text) for text in expected]
+    assert outputs._number_texts([0.5, float("nan"), float("inf")]) == ["0.5", "nan", "inf"]
