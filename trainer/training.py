@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             "batch_size": 128,
             "learning_rate": 2e-3,
             "schedule": "cosine",
-            "epochs": 12,
+            "epochs": 10,
             "augment": "light",
         },
     },

@@ -41,12 +41,16 @@ def test_leaky_relu_and_l2_reach_every_hidden_layer() -> None:
 def test_cnn_has_one_conv_with_batch_norm_per_resolution_and_stays_small() -> None:
     model = build_model("cnn", (28, 28, 1), 10)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [layer.filters for layer in convs] == [32, 64, 128]
+    assert [layer.filters for layer in convs] == [16, 32, 64]
     # Each conv sees a resolution half the previous one's: 28, 14, 7.
     assert [layer.input.shape[1] for layer in convs] == [28, 14, 7]
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds.count("BatchNormalization") == 3 and kinds.count("MaxPooling2D") == 3
-    assert 100_000 < model.count_params() < 300_000
+    # Inference's batch-norm statistics follow the last ~10 batches, not Keras' ~100, which
+    # lag behind a short training's first epochs.
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.momentum == 0.9 for layer in norms)
+    assert 50_000 < model.count_params() < 150_000
     assert model.output_shape == (None, 10)
 
 
