@@ -7,12 +7,18 @@ Figures (issue 9), each against a baseline taken in the same process, in interle
   recipe: numpy arrays scaled to float, one-hot labels, the tutorial's Sequential network,
   Adam(1e-3), `model.fit(x, y, batch_size=64, validation_split=0.2,
   callbacks=[ModelCheckpoint(save_best_only=True, monitor="val_accuracy")])`. The median of
-  epochs 2.. of each round (epoch 1 also traces the graphs);
-- `--preset fast` on 3 seeds: training seconds of the whole run, and its test accuracy on
-  every seed, against the tutorial's training seconds until its test accuracy first reaches
-  0.98 (measured after every epoch; the measuring is not counted);
-- `--model cnn --preset fast`: test accuracy after every epoch against training seconds (the
-  curve), and the seconds to 0.99 and to 0.995.
+  epochs 2.. of each round (epoch 1 also traces the graphs; 2 epochs a round by default);
+- `--preset fast` on 3 seeds against the tutorial's training seconds until its test accuracy
+  first reaches 0.98 (measured after every epoch; the measuring is not counted; the clock runs
+  from Keras' on_train_begin, so the tutorial's array slicing and conversion are not counted).
+  Two rows from the same runs: the whole run's training seconds (`fit` from start to end,
+  including the epochs after 0.98 and the checkpoint written at the end; the published,
+  best-validation epoch's test accuracy must reach 0.98 on every seed), and the seconds until
+  its test accuracy first reaches 0.98 on the tutorial's own clock (the row that measures
+  both the same way; the whole-run row, kept as the issue first defined it, is the stricter);
+- `--model cnn --preset fast`: test accuracy after every epoch against training seconds and
+  CPU seconds (the curve), and the seconds to 0.99 and to 0.995; stopped once 0.995 is
+  reached or after `--cnn-budget` training seconds (600, the last goal's limit).
 
     .venv/bin/python benchmarks/train_speed.py                # everything (~15 min on 2 cores)
     .venv/bin/python benchmarks/train_speed.py --quick        # one round, no cnn (~3 min)
@@ -184,33 +190,60 @@ def epoch_figures(report, dataset, args, workdir: Path) -> None:
     report.details["epoch_rounds"] = rounds
 
 
+def first_reaching(curve, target: float) -> tuple[int, float, float] | None:
+    """(epoch, training seconds, CPU seconds) of the first epoch whose test accuracy reaches
+    `target`, or None."""
+    for epoch, (seconds, accuracy, cpu) in enumerate(curve, start=1):
+        if accuracy >= target:
+            return epoch, seconds, cpu
+    return None
+
+
 def fast_figures(report, dataset, args, workdir: Path) -> None:
     test = (dataset.test_images.reshape(-1, 28, 28).astype("float32") / 255.0, dataset.test_labels)
+    trainer_test = (dataset.test_images.astype("float32"), dataset.test_labels)
     accuracies: list[float] = []
+    first = []
 
     def tutorial_round(round_number: int) -> float:
         clock = EpochClock(test=test, stop_at=0.98)
         tutorial(dataset, 20, round_number + 1, workdir, clock)
-        reached = [seconds for seconds, accuracy, _ in clock.curve if accuracy >= 0.98]
-        return reached[0] if reached else float("inf")
+        reached = first_reaching(clock.curve, 0.98)
+        return reached[1] if reached else float("inf")
 
     def fast_round(round_number: int) -> float:
-        metrics = trainer(workdir, EpochClock(), model="mlp", preset="fast", seed=round_number + 1)
+        # The run is not stopped at 0.98: its whole training time and its published model's
+        # accuracy are the figure. The test measurements after each epoch (for the second row,
+        # on the tutorial's clock) are taken out of the training time.
+        clock = EpochClock(test=trainer_test)
+        metrics = trainer(workdir, clock, model="mlp", preset="fast", seed=round_number + 1)
         accuracies.append(metrics["test_accuracy"])
-        return metrics["train_seconds"]
+        reached = first_reaching(clock.curve, 0.98)
+        first.append(reached[1] if reached else float("inf"))
+        return metrics["train_seconds"] - clock.measuring
 
     rounds = harness.interleave(args.seeds, {"tutorial": tutorial_round, "fast": fast_round})
     every_seed = all(accuracy >= 0.98 for accuracy in accuracies)
+    tutorial_summary = harness.summary(rounds["tutorial"])
     figure = report.add(
         harness.Figure(
             f"`--preset fast` (mlp), train seconds to test acc ≥ 0.98, {args.seeds} seeds",
-            harness.summary(rounds["fast"]), harness.summary(rounds["tutorial"]),
+            harness.summary(rounds["fast"]), tutorial_summary,
             goal="≤ 0.25×, ≥ 0.98 on every seed", limit=0.25, unit="s",
-            note="test acc " + ", ".join(f"{accuracy:.4f}" for accuracy in accuracies),
+            note="whole run; published test acc "
+            + ", ".join(f"{accuracy:.4f}" for accuracy in accuracies),
         )
     )  # fmt: skip
     figure.met = bool(figure.met and every_seed)
-    report.details["fast_rounds"] = {**rounds, "test_accuracy": accuracies}
+    same_clock = report.add(
+        harness.Figure(
+            "same runs, train seconds until the test acc first reaches 0.98 (the tutorial's clock)",
+            harness.summary(first), tutorial_summary, goal="≤ 0.25×, ≥ 0.98 on every seed",
+            limit=0.25, unit="s",
+        )
+    )  # fmt: skip
+    same_clock.met = bool(same_clock.met and every_seed)
+    report.details["fast_rounds"] = {**rounds, "first_0.98": first, "test_accuracy": accuracies}
 
 
 def cnn_figures(report, dataset, args, workdir: Path) -> None:
@@ -220,17 +253,25 @@ def cnn_figures(report, dataset, args, workdir: Path) -> None:
     metrics = trainer(workdir, clock, model="cnn", preset="fast", **options)
     curve = clock.curve
     for target, limit in ((0.99, 90.0), (0.995, 600.0)):
-        reached = [(seconds, cpu) for seconds, accuracy, cpu in curve if accuracy >= target]
+        reached = first_reaching(curve, target)
         report.add(
             harness.Figure(
                 f"`--model cnn --preset fast`, train seconds to test acc {target}",
-                reached[0][0] if reached else None, goal=f"≤ {limit:.0f} s", limit=limit,
-                unit="s", digits=1, met=bool(reached and reached[0][0] <= limit),
-                note=f"{reached[0][1]:.0f} s of CPU"
+                reached[1] if reached else None, goal=f"≤ {limit:.0f} s", limit=limit,
+                unit="s", digits=1, met=bool(reached and reached[1] <= limit),
+                note=f"epoch {reached[0]}, {reached[2]:.0f} s of CPU"
                 if reached
                 else f"not reached; stopped at {curve[-1][0]:.0f} s, test acc {curve[-1][1]:.4f}",
             )
         )  # fmt: skip
+    report.add(
+        harness.Figure(
+            "`--model cnn --preset fast`, the curve: test acc after each epoch (train seconds)",
+            curve[-1][1],
+            digits=4,
+            note=", ".join(f"{seconds:.0f} s {accuracy:.4f}" for seconds, accuracy, _ in curve),
+        )
+    )
     report.details["cnn"] = {
         "curve_seconds_test_accuracy": curve,
         "epochs_run": metrics["epochs_run"],
@@ -250,7 +291,7 @@ def cnn_figures(report, dataset, args, workdir: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of the per-epoch figure.")
-    parser.add_argument("--epochs", type=int, default=3, help="Epochs per per-epoch round.")
+    parser.add_argument("--epochs", type=int, default=2, help="Epochs per per-epoch round.")
     parser.add_argument("--seeds", type=int, default=3, help="Seeds (rounds) of the fast figure.")
     parser.add_argument(
         "--cnn-epochs", type=int, help="Override the cnn preset's epochs (default: the preset's)."
