@@ -54,10 +54,17 @@ def test_trainer_killed_mid_export_leaves_no_version_and_the_next_run_publishes(
         deadline = time.monotonic() + 300
         # The export writes into a hidden staging folder: kill once saved_model.pb is there (a
         # folder TF Serving could load) but before the warmup records and model_info.json.
-        while not any((folder / "saved_model.pb").exists() for folder in staging_folders(base)):
+        # Until the folder exists (start-up and training) a slow poll, so as not to take CPU
+        # from the trainer; then a fast one, to land between the files.
+        while not (folders := staging_folders(base)):
             assert process.poll() is None, f"trainer ended early:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, "the trainer never started its export"
+            time.sleep(0.05)
+        while not any((folder / "saved_model.pb").exists() for folder in folders):
+            assert process.poll() is None, f"trainer ended early:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, "the trainer never finished saved_model.pb"
             time.sleep(0.002)
+            folders = staging_folders(base)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     left = staging_folders(base)
