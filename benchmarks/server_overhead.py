@@ -11,6 +11,13 @@ interleaved rounds (median [min-max] over rounds):
 - one image per request, concurrency 16, requests per second and p99, without and with
   `--enable_batching` (serving/batching.config), for the MLP and for the trainer's CNN
   (untrained: its cost per request, not its accuracy, is what batching amortises);
+- beside each, the most batching can gain on these cores: the clients run in this process on
+  the same 2 cores as the server, so a request costs X of CPU outside the model (this process's
+  and the server's CPU time per request at c=16 without batching, minus M1) plus the model,
+  M1 per image at batch 1 or M16 per image at batch 16 (the server's signature call in this
+  process). When the cores are the limit, batching gains at most (X + M1) / (X + M16). The
+  CPU time per request with batching is printed beside it. On a machine shared with other jobs
+  the cores are not all ours, and the measured gain can exceed this bound;
 - the first request to a newly published version (warmup records included), as a ratio to
   the steady p50, in every trial, beside its control: the first request after the same pause
   and status polling with no new version (on a shared machine a pause alone makes the next
@@ -31,6 +38,7 @@ import contextlib
 import gzip
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -50,7 +58,12 @@ from benchmarks import harness
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 MODEL = "mnist"
+BATCH = 16  # images per in-process batch: the batch the c=16 clients could at best make
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# The PID of each running server, by its REST URL: concurrent runs read its CPU time.
+SERVER_PIDS: dict[str, int] = {}
 
 
 def free_port() -> int:
@@ -144,6 +157,7 @@ def server(
             cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     rest = f"http://127.0.0.1:{rest_port}"
+    SERVER_PIDS[rest] = process.pid
     try:
         import requests
 
@@ -178,6 +192,7 @@ class Clients:
         from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+        self.rest = rest
         self.url = f"{rest}/v1/models/{MODEL}:predict"
         self.body = json.dumps({"instances": image[None].tolist()}).encode()
         request = predict_pb2.PredictRequest()
@@ -216,8 +231,22 @@ def latencies(call, count: int) -> list[float]:
     return times
 
 
-def concurrent_run(call, threads: int, seconds: float) -> tuple[float, float]:
-    """(requests per second, p99 seconds) with `threads` callers for `seconds`."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def concurrent_run(call, threads: int, seconds: float, server_pid: int | None = None):
+    """(requests per second, p99 seconds, CPU seconds per request) with `threads` callers for
+    `seconds`; the CPU is this process's (the clients') plus the server's, when its PID is
+    given, else the clients' alone."""
+    cpu_before = own_cpu_seconds() + (cpu_seconds(server_pid) if server_pid else 0.0)
     stop = time.monotonic() + seconds
     per_thread: list[list[float]] = [[] for _ in range(threads)]
 
@@ -231,8 +260,9 @@ def concurrent_run(call, threads: int, seconds: float) -> tuple[float, float]:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         list(pool.map(worker, range(threads)))
     elapsed = time.perf_counter() - started
+    cpu = own_cpu_seconds() + (cpu_seconds(server_pid) if server_pid else 0.0) - cpu_before
     times = [t for part in per_thread for t in part]
-    return len(times) / elapsed, percentile(times, 99)
+    return len(times) / elapsed, percentile(times, 99), cpu / len(times)
 
 
 def in_process(version_dir: Path, image: np.ndarray):
@@ -249,6 +279,17 @@ def in_process(version_dir: Path, image: np.ndarray):
     function = loaded.signatures["serving_default"]
     tensor = tf.constant(batch)
     return (lambda: signature.run({"images": batch})), (lambda: function(images=tensor))
+
+
+def batch_costs(signature, images: np.ndarray, count: int) -> tuple[float, float]:
+    """Seconds per image of the server's signature call (serving.servable) in this process,
+    p50, at batch 1 and at batch len(images): what batching can save per image at most."""
+    costs = []
+    for batch in (images[:1], images):
+        call = lambda batch=batch: signature.run({"images": batch})  # noqa: E731
+        latencies(call, 20)
+        costs.append(percentile(latencies(call, count), 50) / len(batch))
+    return costs[0], costs[1]
 
 
 def first_request_trials(
@@ -347,6 +388,29 @@ def add_figures(report, results: dict, c: int, trials: int) -> None:
                     note="p99 {} ms vs {} ms".format(*p99),
                 )
             )
+            ms = {
+                label: harness.fmt(in_ms(results[name]))
+                for label, name in (
+                    ("X", f"{kind}{transport}_outside_cpu"),
+                    ("M1", f"{kind}model_b1"),
+                    ("M16", f"{kind}model_b{BATCH}"),
+                    ("plain", f"{key}_plain_cpu"),
+                    ("batched", f"{key}_batched_cpu"),
+                )
+            }
+            report.add(
+                Figure(
+                    f"local server {name} {model}, c={c}: the most batching can gain here, "
+                    f"(X + M1) / (X + M{BATCH})",
+                    now=results[f"{kind}{transport}_batching_bound"],
+                    unit="×",
+                    note=f"X = {ms['X']} ms of CPU per request outside the model (clients and "
+                    f"server, c={c} without batching, minus M1); model in-process per image: "
+                    f"M1 = {ms['M1']} ms at batch 1, M{BATCH} = {ms['M16']} ms at batch {BATCH}; "
+                    f"CPU per request measured: {ms['plain']} ms without batching, "
+                    f"{ms['batched']} ms with",
+                )
+            )
     first = results["first_request_ratio"]
     report.add(
         Figure(
@@ -403,10 +467,16 @@ def main() -> int:
         version_dir = sorted(
             (p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
         )[-1]
-        digits = test_digits(args.mnist_dir, 16)
+        digits = test_digits(args.mnist_dir, BATCH)
         image = digits[0]
         cnn_base = export_untrained("cnn", work / "cnn-repository" / MODEL, digits)
         session_call, function_call = in_process(version_dir, image)
+        from serving.servable import LoadedVersion
+
+        signatures = {
+            kind: LoadedVersion(MODEL, 1, folder).signature("serving_default")
+            for kind, folder in (("", version_dir), ("cnn_", cnn_base / "1"))
+        }
         batching = [
             "--enable_batching=true",
             f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching.config'}",
@@ -442,6 +512,10 @@ def main() -> int:
                 latencies(each.rest_call, 50)
                 latencies(each.grpc_call, 50)
             for _ in range(args.rounds):  # interleaved: every figure once per round
+                for model_kind, signature in signatures.items():
+                    one, many = batch_costs(signature, digits, args.requests // 5)
+                    record(f"{model_kind}model_b1", one)
+                    record(f"{model_kind}model_b{BATCH}", many)
                 model = percentile(latencies(session_call, args.requests), 50)
                 record("model_session_p50", model)
                 record(
@@ -460,14 +534,31 @@ def main() -> int:
                     record(f"{transport}_c1_own", p50 - model - bare)
                     for model_kind in ("", "cnn_"):
                         for label in ("plain", "batched"):
-                            call = getattr(clients[f"{model_kind}{label}"], f"{transport}_call")
-                            rate, p99 = concurrent_run(call, c, args.seconds)
+                            each = clients[f"{model_kind}{label}"]
+                            rate, p99, cpu = concurrent_run(
+                                getattr(each, f"{transport}_call"), c, args.seconds,
+                                SERVER_PIDS[each.rest],
+                            )  # fmt: skip
                             record(f"{model_kind}{transport}_c{c}_{label}_rps", rate)
                             record(f"{model_kind}{transport}_c{c}_{label}_p99", p99)
+                            record(f"{model_kind}{transport}_c{c}_{label}_cpu", cpu)
                         record(
                             f"{model_kind}{transport}_batching_gain",
                             rounds[f"{model_kind}{transport}_c{c}_batched_rps"][-1]
                             / rounds[f"{model_kind}{transport}_c{c}_plain_rps"][-1],
+                        )
+                        # The bound: per request, CPU outside the model (X, clients and
+                        # server, measured without batching) plus the model at batch 1,
+                        # against X plus the model's cost per image at batch 16.
+                        one, many = (
+                            rounds[f"{model_kind}model_b1"][-1],
+                            rounds[f"{model_kind}model_b{BATCH}"][-1],
+                        )
+                        outside = rounds[f"{model_kind}{transport}_c{c}_plain_cpu"][-1] - one
+                        record(f"{model_kind}{transport}_outside_cpu", outside)
+                        record(
+                            f"{model_kind}{transport}_batching_bound",
+                            (outside + one) / (outside + many),
                         )
             steady = statistics.median(rounds["grpc_c1_p50"])
             first, idle = first_request_trials(base, rest, plain, args.trials)
