@@ -30,6 +30,7 @@ Prints a Markdown table and writes benchmarks/results/train_speed.json (benchmar
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -279,6 +280,22 @@ def cnn_figures(report, dataset, args, workdir: Path) -> None:
         "train_seconds": metrics["train_seconds"],
         "training": metrics["training"],
     }
+    # Where the time goes: the CPU seconds of an epoch bound its wall time from below at the
+    # machine's core count, whatever the load.
+    cpu = [0.0] + [seconds for _, _, seconds in curve]
+    cpu_per_epoch = statistics.median(later - earlier for earlier, later in itertools.pairwise(cpu))
+    floor = cpu_per_epoch / (os.cpu_count() or 1)
+    reached = first_reaching(curve, 0.99)
+    report.notes.append(
+        f"cnn: {cpu_per_epoch:.0f} CPU s an epoch (median; training, validation and augmentation),"
+        f" so at least {floor:.0f} s of wall time on {os.cpu_count()} cores"
+        + (
+            f"; 0.99 came after epoch {reached[0]}: no sooner than {reached[0] * floor:.0f} s"
+            f" on idle cores"
+            if reached
+            else ""
+        )
+    )
     report.notes.append(
         "cnn curve (train seconds [CPU seconds] → test accuracy after each epoch): "
         + ", ".join(
