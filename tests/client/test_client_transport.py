@@ -308,3 +308,17 @@ def test_a_call_can_bring_its_own_retry_policy(fake, transport_kind):
                 retry=RetryPolicy(retries=0),
             )  # fmt: skip
         assert fake.behaviour.predict_calls == 1
+
+
+@pytest.mark.parametrize("shape", [(256, 28, 28, 1), (3,), (1, 1), (2, 3, 4, 3), (5, 1, 7)])
+def test_rest_writes_uint8_pixels_as_the_nested_lists_they_are(shape):
+    import orjson
+
+    from client.transport.rest_transport import _uint8_json
+
+    pixels = np.random.default_rng(2).integers(0, 256, size=shape, dtype=np.uint8)
+    pixels.flat[0], pixels.flat[-1] = 0, 255
+    assert orjson.loads(_uint8_json(pixels)) == pixels.tolist()
+    # A non-contiguous view (one channel of RGB) reads the same.
+    colour = np.random.default_rng(3).integers(0, 256, size=(4, 5, 6, 3), dtype=np.uint8)
+    assert orjson.loads(_uint8_json(colour[..., 1])) == colour[..., 1].tolist()
