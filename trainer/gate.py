@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common import contract, rollout_state
+from common.cli import OneLineError
 from trainer import publish
 
 # The rollout state beside the models: TF Serving's ModelServerConfig, protobuf text format.
@@ -39,12 +40,10 @@ DIFFERENT_MODEL = (
 )
 
 
-class GateError(Exception):
+class GateError(OneLineError):
     """Publishing refused or impossible; one line for the user, and the CLI's exit code."""
 
-    def __init__(self, message: str, exit_code: int = REFUSED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = REFUSED
 
 
 @dataclass(frozen=True)

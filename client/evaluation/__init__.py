@@ -15,6 +15,7 @@ Nothing here exits or prints: failures are `EvaluationError`, whose `exit_code` 
 from __future__ import annotations
 
 from client.errors import EXIT_USAGE
+from common.cli import OneLineError
 
 # What `evaluate` writes into its --report-dir.
 REPORT_FILES = (
@@ -26,9 +27,7 @@ REPORT_FILES = (
 )
 
 
-class EvaluationError(ValueError):
+class EvaluationError(OneLineError, ValueError):
     """Why an evaluation cannot go on, in one line, with the exit code the CLI should use."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_USAGE

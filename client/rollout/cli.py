@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from client import options
 from client.options import DEFAULT_MODEL, DEFAULT_SERVER
 
 DEFAULT_REPO = "models"
@@ -232,8 +233,8 @@ def promote(
             help="Also refuse unless the canary is significantly better (McNemar p < --alpha).",
         ),
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65536)] = 64,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 4,
+    batch_size: options.BatchSizeOption = options.DEFAULT_BATCH_SIZE,
+    concurrency: options.ConcurrencyOption = options.DEFAULT_CONCURRENCY,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=0.001, help="Seconds per predict request.")
     ] = 30.0,

@@ -27,15 +27,14 @@ from client.rollout.servers import (
     version_available,
 )
 from common import rollout_state as rs
+from common.cli import OneLineError
 
 LABELS = [rs.STABLE, rs.CANARY]
 GATE_FAILED = 3  # exit code: the gate refused, nothing moved
 
 
-class RolloutError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+class RolloutError(OneLineError):
+    """A step that cannot be done or whose gate failed; one line, and the CLI's exit code."""
 
 
 @dataclass(frozen=True)

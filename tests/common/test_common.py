@@ -94,3 +94,22 @@ def test_both_command_lines_use_the_one_error_style() -> None:
         assert result.exit_code == 2
         assert result.stderr.startswith("error: No such option: --no-such-option"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_error_classes_share_one_message_and_exit_code() -> None:
+    """Each package's one-line error is a common.cli.OneLineError with its own usual code, which
+    a raise site can override; EvaluationError stays a ValueError for callers that catch that."""
+    from client.evaluation import EvaluationError
+    from client.rollout.steps import RolloutError
+    from common.cli import OneLineError
+    from trainer.gate import GateError
+    from trainer.training import RunError
+
+    usual = {RunError: 2, GateError: 3, RolloutError: 1, EvaluationError: 2}
+    for error_class, code in usual.items():
+        assert issubclass(error_class, OneLineError)
+        error = error_class("what is wrong")
+        assert (str(error), error.exit_code) == ("what is wrong", code)
+        assert error_class("what is wrong", 4).exit_code == 4
+        assert error_class.exit_code == code  # an override changes only its own instance
+    assert isinstance(EvaluationError("x"), ValueError)
