@@ -5,10 +5,7 @@ venv, against the local server (run by the full dev venv) over gRPC and REST."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,47 +15,22 @@ from client.outputs import read_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_DIGITS = 200
-# What a checkout has that the install needs; compiled modules and caches are left behind, so
-# the build must compile the protos itself.
-PROJECT_FILES = ("pyproject.toml", "README.md", "constraints.txt")
-PACKAGES = ("common", "client", "trainer", "serving")
-NOT_COPIED = shutil.ignore_patterns("__pycache__", "*_pb2.py", "*_pb2_grpc.py", "_compiled.py")
 HEAVY = ("tensorflow", "tensorflow-serving-api", "tensorflow-cpu", "keras", "tensorboard", "jax")
 MAX_MB = 400  # measured: about 250 MB; with TensorFlow it was 2.2 GB
 
 
-def thin_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(MPLCONFIGDIR=str(home / "mpl"), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    return env
-
-
 @pytest.fixture(scope="module")
-def thin(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
-    """(the thin venv's python, its environment, a working folder outside the checkout)."""
-    root = tmp_path_factory.mktemp("thin")
-    source = root / "project"
-    source.mkdir()
-    for name in PROJECT_FILES:
-        shutil.copy2(REPO_ROOT / name, source / name)
-    for package in PACKAGES:
-        shutil.copytree(REPO_ROOT / package, source / package, ignore=NOT_COPIED)
-    assert not list((source / "client").rglob("*_pb2.py"))
-    venv = root / "venv"
-    env = thin_env(root)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
-    python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-c", str(source / "constraints.txt"),
-         "-e", f"{source}[client]"],
-        capture_output=True, text=True, timeout=900, env=env, cwd=root,
-    )  # fmt: skip
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    work = root / "work"
+def thin(thin_venv_build) -> tuple[Path, dict[str, str], Path]:
+    """(the thin venv's python, its environment, a working folder outside the checkout).
+
+    The venv is conftest.py's ThinVenvBuild: `python -m venv` and `pip install -c
+    constraints.txt -e '<copy>[client]'` of a copy of the project without compiled protos,
+    started beside the earlier client tests; here it is waited for."""
+    python = thin_venv_build.wait()
+    work = thin_venv_build.root / "work"
     work.mkdir()
-    return python, env, work
+    return python, thin_venv_build.env, work
 
 
 def run(thin, *args: object) -> subprocess.CompletedProcess:
