@@ -390,8 +390,10 @@ def read_descriptor(descriptor: int, size: int | None, limit: int | None = None)
             break
         chunks.append(chunk)
         total += len(chunk)
-        if size is not None and len(chunk) < want:
-            break
+        if size is not None:
+            if len(chunk) < want:
+                break
+            size = None  # it grew since fstat: read on in large chunks
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
