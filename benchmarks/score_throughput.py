@@ -29,21 +29,12 @@ And, to say where the limits are, in the same rounds:
   alone (its "files/s", start-up excluded) is kept in the JSON and the notes.
 - bytes ceiling: the SavedModel's serving_bytes in this process on the files' bytes, batches
   of 256: the graph decodes the PNGs, which `score --signature serving_bytes` cannot beat.
-- REST JSON floor: the server-side cost of one REST pixels body in this process (orjson.loads
-  of what `score` sends for 256 digits, into Python lists of ints), as images per second: a
-  Python server (the local one) spends at least this per request before it even has an array.
-
-Every prediction `score` writes (class id and confidence, over both transports) must equal the
-in-process SavedModel's on every image; the run fails otherwise. Without --server the local
-server is started on free ports. Prints a Markdown table; JSON goes to
-benchmarks/results/score_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import gzip
 import json
 import os
@@ -57,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +67,6 @@ CEILING_BATCH = 256
 PATTERN = "one image per request"
 STARTUP = "start-up"
 BYTES_CEILING = "bytes ceiling"
-JSON_FLOOR = "REST JSON floor"
 
 
 def write_mnist_pngs(mnist_dir: Path, count: int, out: Path) -> tuple[Path, np.ndarray]:
@@ -247,42 +237,6 @@ def one_image_per_request(server: str, files: list[str], concurrency: int) -> fl
     return len(files) / seconds
 
 
-def rest_json_floor(files: list[str]) -> Callable[[int], float]:
-    """Images per second a Python server can at most parse REST pixels bodies at: orjson.loads
-    (the fastest JSON parser for Python) of the body `score` sends for 256 digits."""
-    import orjson
-
-    from client.preprocess import load_image
-    from client.transport.rest_transport import _uint8_json
-
-    pixels = np.stack(
-        [load_image(path, height=28, width=28, channels=1) for path in files[:CEILING_BATCH]]
-    )
-    body = b'{"signature_name":"serving_default","inputs":' + _uint8_json(pixels) + b"}"
-
-    def rate() -> float:
-        started, count = time.perf_counter(), 0
-        while count < 5 or time.perf_counter() - started < 1.0:
-            orjson.loads(body)
-            count += 1
-        return count * len(pixels) / (time.perf_counter() - started)
-
-    def measure(_round: int) -> float:
-        # With the cyclic collector off: 200,000 new ints per body start collections whose
-        # cost grows with the process's heap (here, as in a server, TensorFlow's objects).
-        gc.disable()
-        try:
-            parse_only = rate()
-        finally:
-            gc.enable()
-        with_collector.append(rate())
-        return parse_only
-
-    with_collector: list[float] = []
-    measure.with_collector = with_collector  # type: ignore[attr-defined]
-    return measure
-
-
 _RATE = re.compile(r"\(([0-9.]+) files/s\)")
 
 
@@ -430,7 +384,6 @@ def main() -> int:
                 one.parent,
                 ceiling,
             )
-            json_floor = rest_json_floor(files)
             ceiling(0)  # warm: the model's first call traces, the files enter the page cache
             ceiling.encoded(0)
             one_image_per_request(grpc_server, files[:200], args.baseline_concurrency)
@@ -444,7 +397,6 @@ def main() -> int:
                     ),
                     STARTUP: lambda _round: startup.run(),
                     BYTES_CEILING: ceiling.encoded,
-                    JSON_FLOOR: json_floor,
                 },
             )
     summaries = {name: harness.summary(values) for name, values in rounds.items()}
@@ -523,18 +475,6 @@ def main() -> int:
             baseline=summaries["ceiling"],
             digits=0,
             extra={"ratio_per_round": per_round(BYTES_CEILING, "ceiling")},
-        )
-    )
-    report.add(
-        harness.Figure(
-            f"REST JSON floor: one pixels body of {CEILING_BATCH} digits parsed in-process "
-            "(orjson.loads alone, garbage collector off), img/s vs the ceiling",
-            now=summaries[JSON_FLOOR],
-            baseline=summaries["ceiling"],
-            digits=0,
-            note="with the collector on, in this process that holds TensorFlow: "
-            + ", ".join(f"{value:,.0f}" for value in json_floor.with_collector),
-            extra={"ratio_per_round": per_round(JSON_FLOOR, "ceiling")},
         )
     )
     for name, run in runs.items():
