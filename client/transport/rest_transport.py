@@ -199,6 +199,12 @@ class RestTransport(Transport):
                 raise ClientError(
                     f"cannot reach {self.server}: {_reason(error)}", "UNAVAILABLE"
                 ) from None
+            except requests.exceptions.ChunkedEncodingError as error:
+                # The reply stopped short of its length: the server went away while answering.
+                raise ClientError(
+                    f"connection to {self.server} broke during the reply: {_reason(error)}",
+                    "UNAVAILABLE",
+                ) from None
             except requests.exceptions.Timeout:
                 raise ClientError(
                     f"no reply from {self.server} within {timeout:g} s", "DEADLINE_EXCEEDED"

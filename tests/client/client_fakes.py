@@ -46,6 +46,7 @@ class Behaviour:
 
     unavailable_next: int = 0  # answer the next N predicts with UNAVAILABLE / 503
     delay_seconds: float = 0.0  # think this long before answering a predict (a slow model)
+    cut_next: int = 0  # REST: send the next N predict replies' headers and half a body, then close
     predict_calls: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -303,6 +304,17 @@ def start_rest(behaviour: Behaviour, port: int) -> ThreadingHTTPServer:
                 return self._reply(_HTTP[refusal.code], {"error": refusal.message})
             with behaviour.lock:
                 behaviour.batch_sizes.append(len(images))
+                cut = behaviour.cut_next > 0
+                behaviour.cut_next -= cut
+            if cut:  # a server that dies mid-reply: the length promised, half of it sent
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "4096")
+                self.end_headers()
+                self.wfile.write(b'{"predictions": [')
+                self.wfile.flush()
+                self.close_connection = True
+                return None
             outputs = fake_predict(images)
             if columnar:  # the reply mirrors the request's form
                 columns = {

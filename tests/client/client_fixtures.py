@@ -50,6 +50,7 @@ def fake(fake_server_instance: FakeServer) -> FakeServer:
     with behaviour.lock:
         behaviour.unavailable_next = 0
         behaviour.delay_seconds = 0.0
+        behaviour.cut_next = 0
         behaviour.predict_calls = 0
         behaviour.batch_sizes.clear()
     return fake_server_instance

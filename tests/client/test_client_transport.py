@@ -259,6 +259,25 @@ def test_unavailable_after_all_retries_is_raised(fake, transport_kind):
     assert fake.behaviour.predict_calls == 2
 
 
+def test_a_reply_cut_off_mid_body_is_unavailable_and_retried(fake):
+    """A server killed while it writes a REST reply leaves the client a short body (requests'
+    ChunkedEncodingError): like gRPC's broken stream, that is UNAVAILABLE, so it is retried, and
+    not an UNKNOWN error row. Found by SIGKILLing the real server mid-score
+    (tests/reliability/test_kills.py)."""
+    images = np.zeros((2, 28, 28, 1), dtype=np.uint8)
+    with connect(fake.url("rest"), retries=1) as transport:
+        transport.metadata(ModelSpec())
+        fake.behaviour.cut_next = 1
+        result = transport.predict(ModelSpec(), {"images": images})
+        assert result.outputs["class_ids"].tolist() == [0, 0]
+        assert fake.behaviour.predict_calls == 2
+        fake.behaviour.cut_next = 2
+        with pytest.raises(ClientError) as caught:
+            transport.predict(ModelSpec(), {"images": images})
+    assert caught.value.code == "UNAVAILABLE", caught.value.message
+    assert "broke" in caught.value.message
+
+
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_closed_port_is_unavailable_after_retries(scheme):
     transport = connect(f"{scheme}://127.0.0.1:{free_port()}", retries=2, timeout=5)

@@ -7,9 +7,11 @@ scored once, in order, with the same prediction.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from harness import REPO_ROOT, wait_until_available
@@ -29,12 +31,13 @@ from reliability_support import (
     wait_for_lines,
 )
 
-from client.outputs import read_rows
+from client.outputs import FLUSH_SECONDS, read_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 OUTAGE_SECONDS = env_seconds("RELIABILITY_OUTAGE_SECONDS", 15)
 CLIENT_KILLS = 6  # the first one during start-up, the others while rows are being written
+COPIES = 10  # the client-kill test scores 10 x N_DIGITS files
 
 
 def server_flags(published_model) -> tuple[str, ...]:
@@ -48,18 +51,42 @@ def start_client(*args: object) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def assert_complete(result: dict[str, object]) -> None:
-    assert result["rows"] == N_DIGITS, result
+def assert_complete(result: dict[str, object], total: int = N_DIGITS) -> None:
+    assert result["rows"] == total, result
     assert result["lost"] == result["extra"] == result["duplicated"] == 0, result
     assert result["differing"] == 0 and result["in_order"], result
 
 
+@pytest.fixture(scope="module")
+def many_digits(served_model, digit_folder, tmp_path_factory) -> tuple[Path, int, Path]:
+    """COPIES hard-linked copies of the digit folder (root/copyNN/<label>/<index>.png), their
+    count, and the predictions file of one uninterrupted gRPC `score` of them.
+
+    The client flushes rows every FLUSH_SECONDS (0.25 s) and scores ~1,000-2,500 files a second
+    here: 600 files are gone in one or two flushes, too few to kill a run in the middle of."""
+    root = tmp_path_factory.mktemp("reliability-many-digits")
+    folder, count = root / "digits", 0
+    for copy in range(COPIES):
+        for source in sorted(digit_folder[0].rglob("*.png")):
+            target = folder / f"copy{copy:02d}" / source.relative_to(digit_folder[0])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+            count += 1
+    reference = root / "reference.csv"
+    result = run_client(
+        "score", folder, "--out", reference, "-s", f"grpc://{served_model.grpc_target}",
+        "-m", MODEL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return folder, count, reference
+
+
 def test_server_killed_mid_score_then_resume_gives_the_same_file(
-    published_model, digit_folder, reference, tmp_path, figures
+    published_model, many_digits, tmp_path, figures
 ):
     """The server is SIGKILLed while `score` runs (REST); the run ends with error rows (exit 3);
     `--resume` against a new server keeps the scored rows and scores only the failed ones."""
-    folder, _ = digit_folder
+    folder, total, reference = many_digits
     ports, out = Ports(), tmp_path / "preds.csv"
     flags = server_flags(published_model)
     server = start_available(ports, *flags, log_path=tmp_path / "server.log")
@@ -76,7 +103,7 @@ def test_server_killed_mid_score_then_resume_gives_the_same_file(
         assert client.returncode == 3, stderr  # some files failed
         rows = read_rows(out)
         failed = sum(1 for row in rows if row["error"])
-        assert len(rows) == N_DIGITS and 0 < failed < N_DIGITS, stderr
+        assert len(rows) == total and 0 < failed < total, stderr
         assert all("UNAVAILABLE" in row["error"] or "reach" in row["error"] for row in rows
                    if row["error"]), {row["error"] for row in rows if row["error"]}  # fmt: skip
 
@@ -84,42 +111,41 @@ def test_server_killed_mid_score_then_resume_gives_the_same_file(
         processes.append(server.process)
         resumed = run_client("score", folder, "--out", out, "-s", ports.rest_url, "--resume")
         assert resumed.returncode == 0, resumed.stderr
-        assert f"{N_DIGITS - failed} rows kept, {failed} failed rows to retry" in resumed.stderr
+        assert f"{total - failed} rows kept, {failed} failed rows to retry" in resumed.stderr
     result = compare_predictions(out, reference)
-    assert_complete(result)
+    assert_complete(result, total)
     figures(
-        files=N_DIGITS, scored_before_kill=N_DIGITS - failed, error_rows=failed,
+        files=total, scored_before_kill=total - failed, error_rows=failed,
         rescored=failed, rows_lost=result["lost"], duplicated=result["duplicated"],
         differing=result["differing"], byte_identical=result["identical"],
     )  # fmt: skip
 
 
 def test_client_killed_at_random_points_never_tears_a_row(
-    served_model, digit_folder, reference, tmp_path, figures
+    served_model, many_digits, tmp_path, figures
 ):
-    """`score --resume` (gRPC) is SIGKILLed once during start-up and then at random points while
+    """`score --resume` (gRPC) is SIGKILLed once during start-up and then at random moments while
     it writes; after each kill every complete line is a whole row, no path twice; the last run
-    completes the file."""
-    folder, _ = digit_folder
-    out = tmp_path / "preds.csv"
-    args = ("score", folder, "--out", out, "-s", f"grpc://{served_model.grpc_target}",
-            "-b", 2, "-c", 1, "--resume")  # fmt: skip
+    completes the file, equal to an uninterrupted run's. Each kill lands a random fraction of a
+    flush after the run's first flush, so how many kills fit does not depend on the machine's
+    speed (with ten times the digits)."""
+    folder, total, reference = many_digits
+    out, target = tmp_path / "preds.csv", f"grpc://{served_model.grpc_target}"
+    args = ("score", folder, "--out", out, "-s", target, "-b", 2, "-c", 1, "--resume")
     moments = random.Random(12)
     kills = unterminated = 0
     rows_at_kills = []
-    for attempt in range(CLIENT_KILLS):
+    for attempt in range(2 * CLIENT_KILLS):
         done = len(read_rows(out)) if out.exists() else 0
-        if done >= N_DIGITS - 20:
-            break  # the last kill landed after (nearly) every row was written
+        if kills >= CLIENT_KILLS or done >= total - 20:
+            break
         process = start_client(*args)
         try:
             if attempt == 0:
                 time.sleep(moments.uniform(0.05, 0.6))  # importing, reading metadata
             else:
-                share = (N_DIGITS - 40 - done) // (CLIENT_KILLS - attempt)
-                target = min(done + moments.randint(5, max(6, share)), N_DIGITS - 20)
-                wait_for_lines(out, 1 + target, process, timeout=120)
-                time.sleep(moments.uniform(0, 0.1))  # between flushes (every 0.25 s)
+                wait_for_lines(out, 1 + done + 1, process, timeout=120)  # this run's first flush
+                time.sleep(moments.uniform(0, FLUSH_SECONDS))
         finally:
             sigkill(process)
         if process.returncode != -9:
@@ -134,15 +160,15 @@ def test_client_killed_at_random_points_never_tears_a_row(
         assert len(paths) == len(set(paths)), "a file has two rows"
         assert not any(row["error"] for row in rows)
         rows_at_kills.append(len(rows))
-    assert kills >= 4, f"only {kills} runs were killed before they finished"
+    assert kills >= 4, f"only {kills} runs were killed before they finished: {rows_at_kills}"
     assert any(rows_at_kills), "no kill landed while rows were being written"
 
     final = run_client(*args)
     assert final.returncode == 0, final.stderr
     result = compare_predictions(out, reference)
-    assert_complete(result)
+    assert_complete(result, total)
     figures(
-        files=N_DIGITS, kills=kills, rows_at_kills="/".join(map(str, rows_at_kills)),
+        files=total, kills=kills, rows_at_kills="/".join(map(str, rows_at_kills)),
         unterminated_last_lines=unterminated, torn_rows=0, rows_lost=result["lost"],
         duplicated=result["duplicated"], differing=result["differing"],
         byte_identical=result["identical"],
