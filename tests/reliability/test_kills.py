@@ -1,8 +1,8 @@
 """SIGKILL for real, on loopback: the server mid-score, the client at random points, and a server
 that stays down RELIABILITY_OUTAGE_SECONDS (default 15) before it comes back on the same ports.
 
-Each test compares the final predictions file with an uninterrupted run (`reference`): every file
-scored once, in order, with the same prediction.
+Each test scores `many_digits` (6,000 files) and compares the final predictions file with an
+uninterrupted run of them: every file scored once, in order, with the same prediction.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from harness import REPO_ROOT, wait_until_available
 from reliability_support import (
     MODEL,
-    N_DIGITS,
     Ports,
     client_command,
     compare_predictions,
@@ -37,7 +36,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 OUTAGE_SECONDS = env_seconds("RELIABILITY_OUTAGE_SECONDS", 15)
 CLIENT_KILLS = 6  # the first one during start-up, the others while rows are being written
-COPIES = 10  # the client-kill test scores 10 x N_DIGITS files
+COPIES = 10  # every test here scores 10 x N_DIGITS files (many_digits)
 
 
 def server_flags(published_model) -> tuple[str, ...]:
@@ -51,7 +50,7 @@ def start_client(*args: object) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def assert_complete(result: dict[str, object], total: int = N_DIGITS) -> None:
+def assert_complete(result: dict[str, object], total: int) -> None:
     assert result["rows"] == total, result
     assert result["lost"] == result["extra"] == result["duplicated"] == 0, result
     assert result["differing"] == 0 and result["in_order"], result
@@ -175,13 +174,11 @@ def test_client_killed_at_random_points_never_tears_a_row(
     )  # fmt: skip
 
 
-def test_score_rides_out_a_server_restart(
-    published_model, digit_folder, reference, tmp_path, figures
-):
+def test_score_rides_out_a_server_restart(published_model, many_digits, tmp_path, figures):
     """Two `score` runs (gRPC and REST, default --retry-seconds) are in flight when the server is
     SIGKILLed; it stays down OUTAGE_SECONDS, then starts again on the same ports. Both runs
     finish by themselves with every file scored once and exit 0: no --resume needed."""
-    folder, _ = digit_folder
+    folder, total, reference = many_digits
     ports = Ports()
     flags = server_flags(published_model)
     outs = {"grpc": tmp_path / "grpc.csv", "rest": tmp_path / "rest.csv"}
@@ -199,7 +196,7 @@ def test_score_rides_out_a_server_restart(
         sigkill(server.process)
         at_kill = {t: len(read_rows(outs[t])) for t in outs}
         assert all(client.poll() is None for client in clients.values()), "finished too soon"
-        assert all(count < N_DIGITS for count in at_kill.values()), at_kill
+        assert all(count < total for count in at_kill.values()), at_kill
         time.sleep(OUTAGE_SECONDS)
         assert all(client.poll() is None for client in clients.values()), "a client gave up"
         server = start_server(ports, *flags, log_path=tmp_path / "server.log")
@@ -212,12 +209,12 @@ def test_score_rides_out_a_server_restart(
         finished = time.monotonic() - killed
     results = {transport: compare_predictions(out, reference) for transport, out in outs.items()}
     for result in results.values():
-        assert_complete(result)
+        assert_complete(result, total)
     figures(
         outage_s=f"{outage:.1f}", server_down_s=f"{OUTAGE_SECONDS:.0f}",
         clients_done_after_kill_s=f"{finished:.1f}",
         rows_at_kill=f"grpc {at_kill['grpc']}/rest {at_kill['rest']}",
-        files=f"2x{N_DIGITS}", error_rows=0,
+        files=f"2x{total}", error_rows=0,
         rows_lost=sum(r["lost"] for r in results.values()),
         duplicated=sum(r["duplicated"] for r in results.values()),
         differing=sum(r["differing"] for r in results.values()),
