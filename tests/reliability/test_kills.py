@@ -7,11 +7,9 @@ uninterrupted run of them: every file scored once, in order, with the same predi
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from harness import REPO_ROOT, wait_until_available
@@ -36,7 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 OUTAGE_SECONDS = env_seconds("RELIABILITY_OUTAGE_SECONDS", 15)
 CLIENT_KILLS = 6  # the first one during start-up, the others while rows are being written
-COPIES = 10  # every test here scores 10 x N_DIGITS files (many_digits)
 
 
 def server_flags(published_model) -> tuple[str, ...]:
@@ -54,30 +51,6 @@ def assert_complete(result: dict[str, object], total: int) -> None:
     assert result["rows"] == total, result
     assert result["lost"] == result["extra"] == result["duplicated"] == 0, result
     assert result["differing"] == 0 and result["in_order"], result
-
-
-@pytest.fixture(scope="module")
-def many_digits(served_model, digit_folder, tmp_path_factory) -> tuple[Path, int, Path]:
-    """COPIES hard-linked copies of the digit folder (root/copyNN/<label>/<index>.png), their
-    count, and the predictions file of one uninterrupted gRPC `score` of them.
-
-    The client flushes rows every FLUSH_SECONDS (0.25 s) and scores ~1,000-2,500 files a second
-    here: 600 files are gone in one or two flushes, too few to kill a run in the middle of."""
-    root = tmp_path_factory.mktemp("reliability-many-digits")
-    folder, count = root / "digits", 0
-    for copy in range(COPIES):
-        for source in sorted(digit_folder[0].rglob("*.png")):
-            target = folder / f"copy{copy:02d}" / source.relative_to(digit_folder[0])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(source, target)
-            count += 1
-    reference = root / "reference.csv"
-    result = run_client(
-        "score", folder, "--out", reference, "-s", f"grpc://{served_model.grpc_target}",
-        "-m", MODEL,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return folder, count, reference
 
 
 def test_server_killed_mid_score_then_resume_gives_the_same_file(
