@@ -93,6 +93,7 @@ def integer_bodies() -> list[bytes]:
         b"[[[1],[2]],[[3]]]",
         b"[\n1,\t2\r]", b"[1,]", b"[,1]", b"[[1],,[2]]", b"[1]]", b"[[1]", b"[1]\x0b", b"[1e5]",
         b"[9223372036854775807]", b"[-9223372036854775808]", b"[[-1, 256], [7, 8]]",
+        b"[[5, -42, 123456789012345678], [0, -7, -99]]", b"[-123456789012345678, 1]",
     ]  # fmt: skip
     bodies = [
         b'{"' + key + b'": ' + text + b"}" for text in bodies for key in (b"instances", b"inputs")
@@ -116,6 +117,13 @@ def integer_bodies() -> list[bytes]:
                 + text[at + 1 :]
             )
         bodies.append(text.encode())
+    # Numbers of every length side by side (the reader adds one decimal place at a time).
+    for _ in range(60):
+        shape = generator.integers(1, 5, size=generator.integers(1, 4))
+        digits = generator.integers(0, 19, size=shape)
+        signs = generator.choice([-1, 1], size=shape)
+        values = (signs * generator.integers(0, 10 ** np.maximum(digits, 1))).tolist()
+        bodies.append(orjson.dumps({"inputs": values}).replace(b",", b", ").replace(b"[", b"[ "))
     return bodies
 
 
