@@ -19,9 +19,10 @@ interleaved rounds (median [min-max] over rounds):
   CPU time per request with batching is printed beside it. On a machine shared with other jobs
   the cores are not all ours, and the measured gain can exceed this bound;
 - the first request to a newly published version (warmup records included), as a ratio to
-  the steady p50, in every trial, beside its control: the first request after the same pause
-  and status polling with no new version (on a shared machine a pause alone makes the next
-  request slower, and that is not the swap's cost).
+  the steady p50, in every trial, beside its controls: the first request after the same pause
+  and status polling with no new version, and the first request to the do-nothing floor gRPC
+  server after them, to its own p50 (on a shared machine a pause alone makes the next request
+  slower, and that is not the swap's cost).
 
     python benchmarks/server_overhead.py                       # trains a small MLP first (~30 s)
     python benchmarks/server_overhead.py --model-base-path models/mnist
@@ -293,20 +294,22 @@ def batch_costs(signature, images: np.ndarray, count: int) -> tuple[float, float
 
 
 def first_request_trials(
-    base: Path, rest: str, clients: Clients, trials: int
-) -> tuple[list[float], list[float]]:
+    base: Path, rest: str, clients: Clients, trials: int, floor: Clients
+) -> tuple[list[float], list[float], list[float]]:
     """Time the first request a newly published version answers (copy, then rename), and, as
-    its control, the first request after the same pause with no new version, alternately.
+    its controls, the first request after the same pause with no new version, and the first
+    request to the do-nothing floor gRPC server after the same pause and polling, in turn.
 
-    The control matters on a shared machine: after 1.5 s idle the first request is slower
-    whatever the server did (caches, scheduler), so "first / steady" alone blames the swap.
+    The controls matter on a shared machine: after 1.5 s idle the first request is slower
+    whatever the server did, so "first / steady" alone blames the swap; the floor server's
+    ratio (its first request / its own steady p50) is what the machine and grpcio alone cost.
     """
     import requests
 
-    swapped, idle = [], []
+    swapped, idle, bare = [], [], []
     source = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[0]
     for trial in range(trials):
-        for publish in (False, True):
+        for publish in (None, False, True):
             if publish:
                 version = 100 + trial
                 staging = base / f".staging-{version}"
@@ -322,10 +325,11 @@ def first_request_trials(
                     break
                 time.sleep(0.01)
             started = time.perf_counter()
-            clients.grpc_call()
-            (swapped if publish else idle).append(time.perf_counter() - started)
+            (floor if publish is None else clients).grpc_call()
+            elapsed = time.perf_counter() - started
+            (bare if publish is None else swapped if publish else idle).append(elapsed)
             time.sleep(1.5)  # let the old version's unload finish before the next trial
-    return swapped, idle
+    return swapped, idle, bare
 
 
 def in_ms(entry: dict) -> dict:
@@ -426,6 +430,15 @@ def add_figures(report, results: dict, c: int, trials: int) -> None:
             "control: first request after the same pause, no new version / steady gRPC p50",
             now=results["idle_first_request_ratio"],
             unit="×",
+        )
+    )
+    report.add(
+        Figure(
+            "control: floor gRPC server's first request after the same pause / its steady p50",
+            now=results["floor_idle_first_request_ratio"],
+            unit="×",
+            note="a do-nothing server (benchmarks/floor_servers.py): what the idle pause "
+            "costs on this machine with no server code",
         )
     )
     report.add(
@@ -561,12 +574,16 @@ def main() -> int:
                             (outside + one) / (outside + many),
                         )
             steady = statistics.median(rounds["grpc_c1_p50"])
-            first, idle = first_request_trials(base, rest, plain, args.trials)
+            floor_steady = statistics.median(rounds["grpc_c1_floor"])
+            first, idle, bare = first_request_trials(base, rest, plain, args.trials, floor)
         results = {name: harness.summary(values) for name, values in rounds.items()}
         results["first_request_ratio"] = harness.summary([t / steady for t in first])
         results["idle_first_request_ratio"] = harness.summary([t / steady for t in idle])
         results["first_request_vs_idle"] = harness.summary(
             [t / i for t, i in zip(first, idle, strict=True)]
+        )
+        results["floor_idle_first_request_ratio"] = harness.summary(
+            [t / floor_steady for t in bare]
         )
         results["server_checkout"] = str(args.server_checkout)
         report.details = results
