@@ -510,11 +510,12 @@ def _checked_numbers(array: np.ndarray, spec: TensorSpec) -> np.ndarray | None:
             return None  # floats for an integer input, or out of range: the slow path's error
         return array.astype(spec.dtype)  # narrower types wrap around, as _integers does
     if spec.dtype == np.float32:
-        magnitude = np.abs(array)
         if array.dtype.kind == "i":
-            if magnitude.max() > 2**24 - 1:
+            # Not np.abs: the absolute value of int64's minimum wraps around to itself.
+            if array.min() < -(2**24 - 1) or array.max() > 2**24 - 1:
                 return None
         else:
+            magnitude = np.abs(array)
             finite = magnitude[np.isfinite(magnitude)]
             # An integral value past 2**24 may have been a JSON integer, which float32 cannot
             # hold exactly: the per-value path tells integers from floats.
