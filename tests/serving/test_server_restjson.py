@@ -157,6 +157,19 @@ def test_integer_bodies_take_the_one_call_path_as_the_per_value_path(spec):
     assert decoded > 30  # not only errors compared
 
 
+def test_the_byte_reader_takes_one_list_per_pixel_and_orjson_takes_rows():
+    # What `client score` sends ([N, 28, 28, 1]) is read from the bytes; rows of numbers
+    # ([N, 28, 28], where orjson is faster) are parsed into lists. Both decode the same pixels.
+    pixels = np.random.default_rng(3).integers(0, 256, size=(4, 28, 28, 1))
+    for array, reader in ((pixels, restjson.DenseIntegers), (pixels[..., 0], list)):
+        raw = orjson.dumps({"instances": array.tolist()})
+        document = restjson.parse_predict_body(raw)
+        assert isinstance(document["instances"], reader)
+        spec = TensorSpec("p", np.dtype(np.uint8), 4, (None, *array.shape[1:]))
+        inputs, _ = restjson.decode_predict(document, {"p": spec}, body=raw)
+        np.testing.assert_array_equal(inputs["p"], array.astype(np.uint8))
+
+
 def test_row_and_columnar_decode_the_same_tensor():
     images = [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]
     row, row_format = decode({"instances": images}, {"images": IMAGES})
