@@ -383,6 +383,12 @@ _REPORT_FILES = frozenset(
 )
 
 
+# Endings of every path own_outputs can keep (lower case: a pre-filter, wider than the test).
+_MAYBE_OURS = tuple(FORMATS) + tuple(
+    separator + name for name in _REPORT_FILES for separator in {os.sep, os.altsep or os.sep}
+)
+
+
 def is_report_folder(folder: Path) -> bool:
     """True for a folder that evaluate wrote a report into (it holds report.json and
     report.html)."""
@@ -411,9 +417,13 @@ def own_outputs(files: list[Path] | list[str]) -> set[Path] | set[str]:
     found: set[Path] = set()
     report_folders: dict[str, bool] = {}
     for path in files:
-        # String arithmetic on the name: pathlib per file costs more than the rest of the test
-        # over a folder of 100,000 images, nearly all of which it passes at the first glance.
-        parent, name = os.path.split(os.fspath(path))
+        # One endswith per file first: nearly every file of a folder of images fails it, and
+        # splitting each path cost 3 µs a file (30 ms of a 10,000-file `score`'s start).
+        text = os.fspath(path)
+        if not text.lower().endswith(_MAYBE_OURS) and text not in _REPORT_FILES:
+            continue
+        # String arithmetic on the name: pathlib per file costs more than the rest of the test.
+        parent, name = os.path.split(text)
         if name in _REPORT_FILES:
             if parent not in report_folders:
                 report_folders[parent] = is_report_folder(Path(parent))

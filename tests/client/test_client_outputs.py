@@ -163,3 +163,35 @@ def test_numbers_are_the_shortest_float32_decimals_in_pythons_notation() -> None
     assert outputs._number_texts(finite) == expected
     assert outputs._numbers(finite) == [float(text) for text in expected]
     assert outputs._number_texts([0.5, float("nan"), float("inf")]) == ["0.5", "nan", "inf"]
+
+
+def test_own_outputs_finds_every_file_score_and_evaluate_wrote_and_nothing_else(tmp_path):
+    # The pre-filter (one endswith per path) must keep everything the full test would keep:
+    # predictions files under any case of their suffix, report files only in report folders.
+    def write(relative: str, text: str = "") -> str:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    header = ",".join(COLUMNS) + "\n"
+    ours = {
+        write("preds.csv", header),
+        write("deep/er/PREDS.CSV", header),
+        write("rows.jsonl", '{"path":"a.png","class_id":1}\n'),
+        write("rows.NDJSON", '{"path":"a.png","class_id":1}\n'),
+        *(
+            write(f"report/{name}")
+            for name in ("report.json", "report.html", "report.md", "confusion_matrix.png")
+        ),
+    }
+    theirs = {
+        write("digits/3.png"),
+        write("digits/report.json.png"),
+        write("notes.csv", "a,b\n1,2\n"),
+        write("other.jsonl", '{"x": 1}\n'),
+        write("not-a-report/report.json"),  # no report.html beside it
+        write("not-a-report/confusion_matrix.png"),
+        write("preds.csv.bak", header),
+    }
+    assert outputs.own_outputs(sorted(ours | theirs)) == ours
