@@ -52,6 +52,18 @@ def test_cnn_has_one_conv_with_batch_norm_per_resolution_and_stays_small() -> No
     assert all(layer.momentum == 0.9 for layer in norms)
     assert 50_000 < model.count_params() < 150_000
     assert model.output_shape == (None, 10)
+    # Each conv is pooled first, so batch norm and the activation see a quarter of its values.
+    blocks = [kinds[index + 1 : index + 4] for index, kind in enumerate(kinds) if kind == "Conv2D"]
+    assert blocks == [["MaxPooling2D", "BatchNormalization", "Activation"]] * 3
+    assert [layer.input.shape[1] for layer in norms] == [14, 7, 3]
+
+
+def test_resnet_pools_nowhere_but_at_the_end() -> None:
+    model = build_model("resnet", (28, 28, 1), 10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert "MaxPooling2D" not in kinds and kinds.count("GlobalAveragePooling2D") == 1
+    first_conv = kinds.index("Conv2D")
+    assert kinds[first_conv + 1 : first_conv + 3] == ["BatchNormalization", "Activation"]
 
 
 def test_resnet_has_residual_connections() -> None:
