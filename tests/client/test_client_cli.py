@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +103,12 @@ def test_interrupted_run_keeps_its_rows_and_resume_finishes_it(fake, tmp_path, m
     assert [row["path"] for row in read_rows(out)] == written
 
     monkeypatch.setattr(PredictionWriter, "write", original_write)
+    # In this process the interrupted run's senders outlive it (a real Ctrl-C ends the process
+    # with them): a batch they had begun may still reach the server. Count from when they end.
+    deadline = time.monotonic() + 30
+    while any(thread.name.startswith("predict") for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the interrupted run's senders are still running"
+        time.sleep(0.05)
     fake.behaviour.batch_sizes.clear()
     assert run("score", images, "--out", out, "-s", fake.rest_url, "--resume").exit_code == 0
     assert sum(fake.behaviour.batch_sizes) == 15
