@@ -53,9 +53,12 @@ def _options(
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow now, its start-up noise filtered unless --verbose (common.quiet)."""
+    """Import TensorFlow now, oneDNN on (training.use_onednn), its start-up noise filtered
+    unless --verbose (common.quiet)."""
     from common import quiet
+    from trainer.training import use_onednn
 
+    use_onednn()
     quiet.import_tensorflow(_VERBOSE["on"])
 
 
@@ -132,8 +135,9 @@ def train(
     schedule: Annotated[
         str,
         typer.Option(
-            help="Learning-rate schedule: constant, cosine (decays to 1% over all epochs) or "
-            "exponential (times --decay-rate each epoch)."
+            help="Learning-rate schedule: constant, cosine (decays to 1% over all epochs), "
+            "exponential (times --decay-rate each epoch) or warmup_cosine (rises from 1/10 of "
+            "--learning-rate over the first 10% of steps, then cosine to 1%)."
         ),
     ] = "constant",
     decay_rate: Annotated[
@@ -183,7 +187,8 @@ def train(
         str | None,
         typer.Option(
             help="fast: bigger batches, a higher rate and a cosine schedule for the options "
-            "not given (values: docs/trainer.md); the network stays --model's."
+            "not given (values: docs/trainer.md); accurate (--model cnn only): a longer run "
+            "with augmentation, for 0.995 on mnist. The network stays --model's."
         ),
     ] = None,
     steps_per_execution: Annotated[

@@ -55,8 +55,10 @@ def test_train_help_documents_every_dataset_kind() -> None:
         (["--image-size", "big"], "image size must be N or HEIGHTxWIDTH"),
         (["--model-repo", "m", "--model-name", "a/b"], "use a plain folder name"),
         (["--dataset", "cifar"], "unknown data set 'cifar'"),
-        (["--preset", "turbo"], "--preset 'turbo': choose one of fast"),
+        (["--preset", "turbo"], "--preset 'turbo': choose one of fast, accurate"),
         (["--preset", "fast", "--model", "resnet"], "--preset fast is defined for --model mlp"),
+        (["--preset", "accurate"], "--preset accurate is defined for --model cnn"),
+        (["--schedule", "onecycle"], "--schedule 'onecycle': choose one of constant, cosine"),
         (["--steps-per-execution", "0"], "--steps-per-execution must be at least 1"),
     ],
 )
@@ -261,3 +263,24 @@ def test_preset_fast_sets_what_it_says_and_given_options_win(
     config = _parsed_config(["--preset", "fast", "--model", "cnn"], tmp_path, monkeypatch)
     for key, value in PRESETS["fast"]["cnn"].items():
         assert getattr(config, key) == value, key
+
+
+def test_preset_accurate_trains_the_cnn_longer_with_augmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.training import PRESETS
+
+    fast = PRESETS["fast"]["cnn"]
+    config = _parsed_config(["--preset", "accurate", "--model", "cnn"], tmp_path, monkeypatch)
+    assert (config.model, config.validation_split, config.optimizer) == ("cnn", 0.2, "adam")
+    assert config.schedule == fast["schedule"] == "warmup_cosine"
+    # The fast preset's short run without augmentation for 0.99; this one's longer, with
+    # shifted and rotated digits, for 0.995.
+    assert fast["augment"] == "none" and config.augment == "light"
+    assert config.epochs > fast["epochs"]
+    for key, value in PRESETS["accurate"]["cnn"].items():
+        assert getattr(config, key) == value, key
+    config = _parsed_config(
+        ["--preset", "accurate", "--model", "cnn", "--augment", "none"], tmp_path, monkeypatch
+    )
+    assert config.augment == "none" and config.epochs == PRESETS["accurate"]["cnn"]["epochs"]

@@ -10,7 +10,13 @@ import pytest
 from trainer_helpers import write_image_folder
 
 from common import contract
-from trainer.training import RunError, TrainConfig, run
+from trainer.training import (
+    WARMUP_FRACTION,
+    RunError,
+    TrainConfig,
+    learning_rate_schedule,
+    run,
+)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -74,3 +80,25 @@ def test_steps_per_execution_changes_no_update(idx_dir: Path, tmp_path: Path) ->
         weights.append(keras.saving.load_model(run_dir / "best.keras").get_weights())
     for one, many in zip(*weights, strict=True):
         np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_cosine_rises_to_the_rate_then_decays_to_one_percent() -> None:
+    config = TrainConfig(learning_rate=0.01, schedule="warmup_cosine", epochs=4)
+    schedule = learning_rate_schedule(config, steps_per_epoch=50)
+    total = 4 * 50
+    warmup = round(total * WARMUP_FRACTION)
+    rates = np.array([float(schedule(step)) for step in range(total + 1)])
+    assert rates[0] == pytest.approx(0.001)
+    assert rates.argmax() == warmup and rates.max() == pytest.approx(0.01)
+    assert np.all(np.diff(rates[: warmup + 1]) > 0)
+    assert np.all(np.diff(rates[warmup:]) < 0)
+    assert rates[-1] == pytest.approx(0.0001)
+    # Past the last step the rate stays at its floor.
+    assert float(schedule(total + 100)) == pytest.approx(0.0001)
+
+
+def test_cosine_starts_at_the_rate_and_ends_at_one_percent() -> None:
+    config = TrainConfig(learning_rate=0.01, schedule="cosine", epochs=2)
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(20)) == pytest.approx(0.0001)
