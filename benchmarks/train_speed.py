@@ -21,7 +21,7 @@ Figures (issue 9), each against a baseline taken in the same process, in interle
   curve) and its seconds to the target; each stops at its target or past its goal's limit
   (90 s, 600 s; `--cnn-budget` overrides).
 
-    .venv/bin/python benchmarks/train_speed.py                # everything (~15 min on 2 cores)
+    .venv/bin/python benchmarks/train_speed.py                # everything (~15-20 min on 2 cores)
     .venv/bin/python benchmarks/train_speed.py --quick        # one round, no cnn (~3 min)
     .venv/bin/python benchmarks/train_speed.py --only epoch --rounds 5
 
