@@ -169,6 +169,23 @@ def table(rows: list[str]) -> str:
     return "\n".join([TABLE_HEADER, *rows])
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A Figure another process measured, as its JSON (`Figure.as_json()`) holds it."""
+
+    data: dict
+
+    @property
+    def met(self) -> bool | None:
+        return self.data.get("met")
+
+    def row(self) -> str:
+        return self.data["row"]
+
+    def as_json(self) -> dict:
+        return self.data
+
+
 class Report:
     """One script's results: the figures, the machine, the load before and after, the command.
 

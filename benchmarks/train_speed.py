@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +48,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import harness
 from trainer.training import use_onednn
-
-# As `python -m trainer train` does (trainer/cli.py), before anything imports TensorFlow; the
-# tutorial's runs in this process get oneDNN too.
-use_onednn()
 
 PARTS = ("epoch", "fast", "cnn")
 
@@ -362,6 +360,9 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--only", help=f"Comma-separated parts: {', '.join(PARTS)}.")
     parser.add_argument(
+        "--json-out", type=Path, help="Default: benchmarks/results/train_speed.json."
+    )
+    parser.add_argument(
         "--quick", action="store_true",
         help="One round, one seed, no cnn and no --steps-per-execution 1 row (a smoke run).",
     )  # fmt: skip
@@ -375,21 +376,47 @@ def main() -> int:
     if args.quick:
         args.rounds, args.seeds = 1, 1
         parts = [part for part in parts if part != "cnn"] if not args.only else parts
+    # As `python -m trainer train` does (trainer/cli.py): oneDNN's kernels for the cnn, the
+    # default ones for the mlp (and so for the tutorial's runs beside it). The setting holds
+    # from TensorFlow's import on, so the cnn gets a process of its own when the mlp's parts
+    # run in this one.
+    here = [part for part in parts if part != "cnn"] or parts
+    if here == ["cnn"]:
+        use_onednn("cnn")
 
     from common import quiet
 
     quiet.import_tensorflow(False)
-    report = harness.Report("train_speed")
+    report = harness.Report("train_speed", json_out=args.json_out)
     dataset = mnist()
     with tempfile.TemporaryDirectory(prefix="train-speed-") as scratch:
         workdir = Path(scratch)
-        for part in parts:
+        for part in here:
             print(f"== {part}", flush=True)
             {"epoch": epoch_figures, "fast": fast_figures, "cnn": cnn_figures}[part](
                 report, dataset, args, workdir
             )
+        if "cnn" in parts and here != ["cnn"]:
+            cnn_in_a_child(report, args, workdir / "cnn.json")
     report.finish()
     return 0
+
+
+def cnn_in_a_child(report, args, json_out: Path) -> None:
+    """The cnn part in a process of its own (`--only cnn`), its figures and notes added here."""
+    command = [sys.executable, __file__, "--only", "cnn", "--json-out", str(json_out)]
+    for flag, value in (
+        ("--cnn-epochs", args.cnn_epochs), ("--cnn-presets", args.cnn_presets),
+        ("--cnn-budget", args.cnn_budget),
+    ):  # fmt: skip
+        if value is not None:
+            command += [flag, str(value)]
+    print("== cnn (a process of its own: oneDNN's kernels)", flush=True)
+    subprocess.run(command, check=True)
+    child = json.loads(json_out.read_text())
+    report.figures += [harness.Recorded(figure) for figure in child["figures"]]
+    report.notes += child["notes"]
+    report.details.update(child["details"])
 
 
 if __name__ == "__main__":

@@ -52,13 +52,13 @@ def _options(
     _VERBOSE["on"] = verbose
 
 
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow now, oneDNN on (training.use_onednn), its start-up noise filtered
-    unless --verbose (common.quiet)."""
+def _quiet_tensorflow(model: str) -> None:
+    """Import TensorFlow now, with oneDNN for a convolutional `model` (training.use_onednn),
+    its start-up noise filtered unless --verbose (common.quiet)."""
     from common import quiet
     from trainer.training import use_onednn
 
-    use_onednn()
+    use_onednn(model)
     quiet.import_tensorflow(_VERBOSE["on"])
 
 
@@ -303,7 +303,7 @@ def train(
         config.validate()
     except RunError as error:
         raise fail(str(error), error.exit_code) from None
-    _quiet_tensorflow()
+    _quiet_tensorflow(config.model)
     try:
         run(config)
     except RunError as error:

@@ -228,7 +228,7 @@ def _parsed_config(arguments: list[str], tmp_path: Path, monkeypatch: pytest.Mon
 
     seen = []
     monkeypatch.setattr(training, "run", seen.append)
-    monkeypatch.setattr(cli, "_quiet_tensorflow", lambda: None)
+    monkeypatch.setattr(cli, "_quiet_tensorflow", lambda model: None)
     result = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "run"), *arguments])
     assert result.exit_code == 0, result.output
     return seen[0]

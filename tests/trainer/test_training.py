@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,20 @@ def test_cosine_starts_at_the_rate_and_ends_at_one_percent() -> None:
     schedule = learning_rate_schedule(config, steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.01)
     assert float(schedule(20)) == pytest.approx(0.0001)
+
+
+@pytest.mark.parametrize(
+    ("model", "before", "after"),
+    [("mlp", None, None), ("cnn", None, "1"), ("resnet", None, "1"), ("cnn", "0", "0")],
+)
+def test_onednn_is_turned_on_for_convolutional_models_only(monkeypatch, model, before, after):
+    # The mlp keeps TensorFlow's default kernels: its seeded runs stay the ones measured; a
+    # user's TF_ENABLE_ONEDNN_OPTS always wins.
+    from trainer.training import use_onednn
+
+    if before is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", before)
+    use_onednn(model)
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == after
