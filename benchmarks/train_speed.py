@@ -380,9 +380,10 @@ def main() -> int:
     # default ones for the mlp (and so for the tutorial's runs beside it). The setting holds
     # from TensorFlow's import on, so the cnn gets a process of its own when the mlp's parts
     # run in this one.
-    here = [part for part in parts if part != "cnn"] or parts
-    if here == ["cnn"]:
+    cnn_alone = parts == ["cnn"]
+    if cnn_alone:
         use_onednn("cnn")
+    here = parts if cnn_alone else [part for part in parts if part != "cnn"]
 
     from common import quiet
 
@@ -396,7 +397,7 @@ def main() -> int:
             {"epoch": epoch_figures, "fast": fast_figures, "cnn": cnn_figures}[part](
                 report, dataset, args, workdir
             )
-        if "cnn" in parts and here != ["cnn"]:
+        if "cnn" in parts and not cnn_alone:
             cnn_in_a_child(report, args, workdir / "cnn.json")
     report.finish()
     return 0
