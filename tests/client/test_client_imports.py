@@ -43,7 +43,7 @@ def test_help_imports_neither_tensorflow_nor_grpc():
 
 
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
-def test_score_loads_no_validation_library_and_no_other_command(fake, tmp_path, kind):
+def test_score_loads_no_validation_library_and_no_tensorflow(fake, tmp_path, kind):
     # Start-up is part of every `score` figure (benchmarks/score_throughput.py). typer 0.29
     # imported pydantic and built a TypeAdapter per option, 0.15-0.25 s a command; the pin in
     # pyproject.toml keeps it out, and this fails if an upgrade or a new import brings it back.
