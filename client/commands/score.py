@@ -70,15 +70,17 @@ def score(
         bool, typer.Option("--overwrite", help="Replace an existing --out file.")
     ] = False,
     decode_processes: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--decode-processes",
             min=0,
             max=64,
-            help="Decode images in this many worker processes instead of threads (0). Worth it "
-            "when decoding, not the server, limits the rate and cores are idle.",
+            show_default=False,
+            help="Decode images in this many worker processes; 0: in threads. Default: threads "
+            "at first and, for 2,000 files or more on 2+ CPUs, one process per CPU (at most 4) "
+            "once they have started.",
         ),
-    ] = 0,
+    ] = None,
     min_confidence: MinConfidenceOption = DEFAULT_MIN_CONFIDENCE,
     input_check: InputCheckOption = DEFAULT_INPUT_CHECK,
 ) -> None:

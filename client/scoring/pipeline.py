@@ -51,7 +51,7 @@ def score_files(
     top_k: int = 3,
     progress: bool = True,
     decode_workers: int | None = None,
-    decode_processes: int = 0,
+    decode_processes: int | None = None,
     timeout: float | None = None,
     input_check: str = "auto",
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
@@ -66,8 +66,10 @@ def score_files(
     preprocess: "auto", "mnist" or "none" (see client.preprocess.load_image).
     top_k: how many classes each result lists. progress: a progress bar on stderr (TTY only).
     decode_workers: decoding threads (default: min(4, CPUs)). decode_processes: when > 0,
-    decode in that many worker processes instead, which sidesteps Python's GIL: worth it when
-    decoding and preprocessing, not the server, limit the rate and idle cores exist.
+    decode in that many worker processes instead, which sidesteps Python's GIL; 0: threads
+    only; None (auto): threads at first and, for runs of at least
+    decoding.AUTO_PROCESS_FILES files on 2+ CPUs, min(4, CPUs) processes once they have
+    started (decoding.Decoders).
     timeout: seconds per request.
     input_check, min_confidence: when a result gets a `warning` (see INPUT_CHECKS).
     retry_seconds: how long a batch goes on being retried while the server is unavailable or
@@ -98,7 +100,7 @@ def score_files(
         raise ValueError(
             f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, not {preprocess!r}"
         )
-    if decode_processes < 0:
+    if decode_processes is not None and decode_processes < 0:
         raise ValueError(f"decode processes must be >= 0, not {decode_processes}")
     if metadata is None:
         metadata = transport.metadata(model)
@@ -133,11 +135,15 @@ def score_files(
         BatchRetry(transport.retry, retry_seconds),
         timeout,
     )
-    if decode_processes:
-        pool = decoding.process_pool(decode_processes)
+    if decode_processes is None:
+        decoders = decoding.Decoders(
+            decode_workers, decoding.auto_processes(len(paths), _cpu_count())
+        )
+    elif decode_processes:
+        decoders = decoding.Decoders(0, decode_processes)
     else:
-        pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
-    return scorer.run(batches, len(paths), concurrency, pool, progress)
+        decoders = decoding.Decoders(decode_workers, 0)
+    return scorer.run(batches, len(paths), concurrency, decoders, progress)
 
 
 def _cpu_count() -> int:
@@ -168,7 +174,7 @@ class _Scorer:
         batches: list[tuple[list[str], list[str]]],
         total: int,
         concurrency: int,
-        decode_pool,
+        decoders: decoding.Decoders,
         progress: bool,
     ) -> Iterator[ScoredImage]:
         bar = ProgressBar(total) if progress else None
@@ -186,9 +192,9 @@ class _Scorer:
             submitted += 1
             try:
                 if self.spec.encoded:
-                    decoded = decode_pool.submit(read_files, paths)
+                    decoded = decoders.submit(read_files, paths)
                 else:
-                    decoded = decode_pool.submit(
+                    decoded = decoders.submit(
                         decode_files,
                         paths,
                         self.spec.height,
@@ -215,7 +221,7 @@ class _Scorer:
         finally:
             for future in pending:
                 future.cancel()
-            decode_pool.shutdown(wait=False, cancel_futures=True)
+            decoders.shutdown()
             send_pool.shutdown(wait=False, cancel_futures=True)
             if bar is not None:
                 bar.close()

@@ -148,6 +148,59 @@ def test_resume_after_a_hard_kill_loses_and_repeats_no_row(fake, tmp_path):
     assert {row["path"]: row["class_id"] for row in rows} == expected
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # it ended meanwhile
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_decoding_processes_end_when_the_scoring_process_is_killed(fake, tmp_path):
+    """SIGKILL (or the OOM killer) gives the parent no chance to stop its worker processes;
+    they saw it go on their own (before, they waited for their next batch forever, and kept
+    their forkserver alive with them)."""
+    images = tmp_path / "images"
+    make_uniform_folder(images, [value % 256 for value in range(200)])
+    command = [sys.executable, "-m", "client", "score", str(images), "--out",
+               str(tmp_path / "preds.csv"), "-s", fake.grpc_url, "-b", "2", "-c", "1",
+               "--preprocess", "none", "--decode-processes", "2"]  # fmt: skip
+    fake.behaviour.delay_seconds = 0.05  # 100 batches: about 5 s of scoring
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the forkserver (a child) and its workers (its children)
+            descendants = [(child, _children(child)) for child in _children(process.pid)]
+            workers = [pid for _, grandchildren in descendants for pid in grandchildren]
+            if workers:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)
+        process.kill()
+    finally:
+        process.wait()
+    left = workers + [child for child, _ in descendants]
+    deadline = time.monotonic() + 15
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [pid for pid in left if _running(pid)]
+    assert not left, f"processes of the killed run still running: {left}"
+
+
 def test_shards_cover_every_file_once(fake, tmp_path):
     images = tmp_path / "images"
     expected = make_uniform_folder(images, list(range(50)))
