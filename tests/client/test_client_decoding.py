@@ -119,6 +119,30 @@ def test_without_threads_a_broken_pool_is_the_batch_s_error(monkeypatch):
     decoders.shutdown()
 
 
+@pytest.mark.parametrize("kind, started", [("grpc", True), ("rest", False)])
+def test_auto_mode_starts_processes_over_grpc_only(fake, tmp_path, monkeypatch, kind, started):
+    """Over REST the JSON body, not decoding, is the client's and the server's work."""
+    calls: list[int] = []
+
+    def no_pool(processes):
+        calls.append(processes)
+        raise OSError("not in this test")
+
+    make_uniform_folder(tmp_path, [10, 20, 30])
+    monkeypatch.setattr(decoding, "AUTO_PROCESS_FILES", 1)
+    monkeypatch.setattr(decoding, "process_pool", no_pool)
+    monkeypatch.setattr("client.scoring.pipeline._cpu_count", lambda: 2)
+    with connect(fake.url(kind)) as transport:
+        results = list(
+            score_files(
+                transport, ModelSpec(), list_images(tmp_path), root=tmp_path, batch_size=1,
+                preprocess="none", progress=False,
+            )
+        )  # fmt: skip
+    assert all(result.ok for result in results)  # threads scored them either way
+    assert calls == ([2] if started else [])
+
+
 @pytest.mark.slow
 def test_auto_mode_scores_in_real_worker_processes_with_the_threads_results(
     fake, tmp_path, monkeypatch
